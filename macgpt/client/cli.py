@@ -1,0 +1,203 @@
+"""``macgpt``: the click command line. Each command parses its options and forwards to a plain
+function; input errors become one clear line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from macgpt import __version__
+from macgpt.client.exitcodes import Exit
+from macgpt.client.options import check_data, job_options, spec_from_options
+from macgpt.config.schema import ConfigError
+from macgpt.data.texts import DataError
+from macgpt.paths import PathError, layout
+
+
+def input_errors(f: Callable[..., int]) -> Callable[..., None]:
+    """Turn bad input into one message and exit 2; a command's return value is its exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = f(*args, **kwargs)
+        except (ConfigError, DataError, PathError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(Exit.USAGE)
+        sys.exit(int(code or 0))
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="macgpt")
+@click.option("--home", envvar="MACGPT_HOME", type=click.Path(file_okay=False), default=None,
+              help="macgpt's data directory (default: $MACGPT_HOME or the platform's user data dir)")
+@click.pass_context
+def main(ctx: click.Context, home: str | None) -> None:
+    """Train tiny GPT models on your laptop without making it unresponsive."""
+    ctx.obj = {"home": home}
+
+
+@main.command()
+@job_options
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="run directory (default: HOME/runs/NAME); the same command again resumes there")
+@click.option("--fresh", is_flag=True, help="discard the run directory's checkpoints and start over")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per event, then a summary")
+@click.pass_context
+@input_errors
+def train(ctx: click.Context, out: Path | None, fresh: bool, as_json: bool, **opts: Any) -> int:
+    """Train CONFIG (tiny, small, original) in the foreground, supervised like a daemon job.
+
+    Ctrl+C saves a checkpoint and exits; the same command again continues where it stopped.
+    """
+    from macgpt.client import local
+
+    spec = spec_from_options(opts)
+    check_data(spec)
+    return local.train(spec, layout(ctx.obj["home"]), out, fresh, as_json)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--max-memory", type=click.FloatRange(1, 100), default=60.0, show_default=True,
+              help="memory budget (total percent) used for the 'fits' column")
+@input_errors
+def configs(as_json: bool, max_memory: float) -> int:
+    """The guide's configuration self-test: system, presets, memory needs, current load."""
+    from macgpt.client import local
+
+    return local.configs(as_json, max_memory)
+
+
+def sample_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("-n", "--tokens", "max_new_tokens", type=click.IntRange(1, 4096), default=64,
+                     show_default=True, help="new tokens at most"),
+        click.option("--temperature", type=click.FloatRange(0, 10), default=0.8, show_default=True,
+                     help="0: always the most likely token"),
+        click.option("--top-k", type=click.IntRange(0), default=50, show_default=True, help="0: off"),
+        click.option("--top-p", type=click.FloatRange(0, 1), default=0.95, show_default=True),
+        click.option("--repetition-penalty", type=click.FloatRange(0.5, 10), default=1.1, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("--job", type=click.IntRange(1), default=None, help="job id (default: the most recent job)")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="sample from this checkpoint file instead of a job")
+@sample_options
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with the text")
+@click.pass_context
+@input_errors
+def sample(ctx: click.Context, prompt: str, job: int | None, model: Path | None, as_json: bool,
+           **params: Any) -> int:
+    """Generate text from a job (live weights while it runs) or a checkpoint file."""
+    from macgpt.client import local
+
+    local.check_prompt(prompt)
+    if model is not None:
+        return local.sample_model(model, prompt, params, as_json)
+    from macgpt.client import jobs
+
+    return jobs.sample(ctx.obj["home"], prompt, job, params, as_json)
+
+
+@main.command()
+@click.option("--model", type=click.Path(path_type=Path), required=True, help="checkpoint file")
+@click.option("--data", multiple=True, metavar="FILE", help="text to evaluate on (default: built-in test set)")
+@click.option("--json", "as_json", is_flag=True)
+@input_errors
+def evaluate(model: Path, data: tuple[str, ...], as_json: bool) -> int:
+    """Loss, perplexity and token count of a checkpoint on held-out text (the guide's evaluate.py)."""
+    from macgpt.client import local
+
+    return local.evaluate(model, list(data), as_json)
+
+
+@main.command()
+@job_options
+@click.option("--follow", is_flag=True, help="follow the job to its end (progress bar on a terminal)")
+@click.option("--json", "as_json", is_flag=True, help="print the answer (or, with --follow, each event) as JSON")
+@click.pass_context
+@input_errors
+def submit(ctx: click.Context, follow: bool, as_json: bool, **opts: Any) -> int:
+    """Queue a training job of CONFIG on the daemon; prints the job id."""
+    from macgpt.client import jobs
+
+    spec = spec_from_options(opts)
+    check_data(spec)
+    return jobs.submit(ctx.obj["home"], spec, follow, as_json)
+
+
+@main.command()
+@click.argument("job", type=click.IntRange(1), required=False)
+@click.option("--json", "as_json", is_flag=True, help="the documented JSON schema (see README)")
+@click.pass_context
+@input_errors
+def status(ctx: click.Context, job: int | None, as_json: bool) -> int:
+    """Jobs, their state and why, progress, speed, resources, and what the governor does."""
+    from macgpt.client import jobs
+
+    return jobs.status(ctx.obj["home"], job, as_json)
+
+
+@main.command()
+@click.argument("job", type=click.IntRange(1), required=False)
+@click.option("-f", "--follow", is_flag=True, help="keep printing new events until the job ends")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per event")
+@click.pass_context
+@input_errors
+def logs(ctx: click.Context, job: int | None, follow: bool, as_json: bool) -> int:
+    """A job's metrics and events (default: the most recent job)."""
+    from macgpt.client import jobs
+
+    return jobs.logs(ctx.obj["home"], job, follow, as_json)
+
+
+def _control_command(name: str, doc: str) -> None:
+    @main.command(name=name, help=doc)
+    @click.argument("job", type=click.IntRange(1))
+    @click.pass_context
+    @input_errors
+    def command(ctx: click.Context, job: int) -> int:
+        from macgpt.client import jobs
+
+        return jobs.control(ctx.obj["home"], name, job)
+
+
+_control_command("pause", "Pause JOB at its next step boundary (a queued job is held back).")
+_control_command("resume", "Resume a paused JOB.")
+_control_command("cancel", "Cancel JOB (a running worker saves a checkpoint first).")
+_control_command("checkpoint", "Make a running JOB write a checkpoint now.")
+
+
+@main.command()
+@click.option("--max-cpu", type=click.FloatRange(1, 100), default=None, help="total CPU percent")
+@click.option("--max-memory", type=click.FloatRange(1, 100), default=None, help="total memory percent")
+@click.option("--on-battery", type=click.Choice(("pause", "throttle", "run")), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@input_errors
+def limits(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_battery: str | None,
+           as_json: bool) -> int:
+    """Show the limits in force, or change them live."""
+    from macgpt.client import jobs
+
+    return jobs.limits(ctx.obj["home"], {"max_cpu": max_cpu, "max_memory": max_memory,
+                                         "on_battery": on_battery}, as_json)
+
+
+def run() -> None:
+    main(prog_name="macgpt")

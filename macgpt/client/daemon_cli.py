@@ -1,0 +1,209 @@
+"""``macgptd``: run, start, stop and inspect the supervisor daemon.
+
+``start`` launches ``macgptd run`` as a new process in its own session (no fork-and-exit
+tricks, which launchd forbids) and returns once the daemon answers a ping.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from macgpt.client.exitcodes import Exit
+from macgpt.config.limits import BATTERY_POLICIES, Limits
+from macgpt.config.schema import ConfigError
+from macgpt.paths import Layout, PathError, layout
+from macgpt.supervisor.lock import holder
+
+START_TIMEOUT = 15.0
+
+
+def limit_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--max-cpu", type=click.FloatRange(1, 100), default=None, help="total CPU percent (default 70)"),
+        click.option("--max-memory", type=click.FloatRange(1, 100), default=None,
+                     help="total memory percent (default 60)"),
+        click.option("--on-battery", type=click.Choice(BATTERY_POLICIES), default=None,
+                     help="pause (default), throttle or run"),
+        click.option("--max-concurrent", type=click.IntRange(1, 64), default=1, show_default=True,
+                     help="jobs trained at the same time"),
+        click.option("--tcp-port", type=click.IntRange(1, 65535), default=None,
+                     help="also listen on tcp://127.0.0.1:PORT (loopback only)"),
+    ]):
+        f = opt(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", envvar="MACGPT_HOME", type=click.Path(file_okay=False), default=None,
+              help="macgpt's data directory (default: $MACGPT_HOME or the platform's user data dir)")
+@click.pass_context
+def main(ctx: click.Context, home: str | None) -> None:
+    """The macgpt supervisor daemon."""
+    ctx.obj = {"home": home}
+
+
+def _layout(ctx: click.Context) -> Layout:
+    try:
+        return layout(ctx.obj["home"])
+    except PathError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(Exit.USAGE)
+
+
+def saved_limits(lay: Layout) -> Limits:
+    path = lay.home / "limits.json"
+    if path.exists():
+        try:
+            return Limits.from_dict(json.loads(path.read_text()))
+        except (ValueError, ConfigError) as e:
+            click.echo(f"warning: ignoring {path}: {e}", err=True)
+    return Limits()
+
+
+@main.command()
+@limit_options
+@click.option("--json-logs", is_flag=True, help="JSON log lines on stderr too")
+@click.pass_context
+def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_battery: str | None,
+        max_concurrent: int, tcp_port: int | None, json_logs: bool) -> None:
+    """Run the daemon in the foreground (for launchd, systemd and debugging)."""
+    import os
+
+    from macgpt import log
+    from macgpt.supervisor.daemon import Daemon
+    from macgpt.supervisor.lock import AlreadyRunning
+    from macgpt.supervisor.store import StoreError
+
+    lay = _layout(ctx)
+    log.setup(lay.log_file, console=True, json_console=json_logs)
+    try:
+        limits = saved_limits(lay).updated({"max_cpu": max_cpu, "max_memory": max_memory, "on_battery": on_battery})
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(Exit.USAGE)
+    argv_env = os.environ.get("MACGPT_WORKER_ARGV")  # tests run deliberately misbehaving workers
+    daemon = Daemon(lay, limits, max_concurrent, tcp_port, json.loads(argv_env) if argv_env else None)
+    try:
+        daemon.open()
+    except AlreadyRunning as e:
+        click.echo(f"macgptd: {e}; home {lay.home}", err=True)
+        sys.exit(Exit.FAILURE)
+    except StoreError as e:
+        log.get().error("database_unusable", error=str(e))
+        click.echo(f"macgptd: {e}", err=True)
+        sys.exit(Exit.FAILURE)
+    daemon.serve()
+
+
+@main.command()
+@limit_options
+@click.pass_context
+def start(ctx: click.Context, **opts: Any) -> None:
+    """Start the daemon in the background; returns once it answers."""
+    lay = _layout(ctx)
+    pid = holder(lay.lock)
+    if pid is not None:
+        click.echo(f"macgptd already running (pid {pid}); home {lay.home}")
+        sys.exit(Exit.OK)
+    cmd = [sys.executable, "-m", "macgpt.client.daemon_cli", "--home", str(lay.home), "run"]
+    for key, value in opts.items():
+        if value is not None and not (key == "max_concurrent" and value == 1):
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    out_path = lay.log_file.with_name("macgptd.out")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "ab") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    from macgpt.client.connection import Client, DaemonNotRunning
+
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            tail = out_path.read_text(errors="replace").strip().splitlines()[-5:]
+            click.echo(f"macgptd did not start (exit code {code}):", err=True)
+            for line in tail:
+                click.echo(f"  {line}", err=True)
+            click.echo(f"log: {lay.log_file}", err=True)
+            sys.exit(Exit.FAILURE)
+        if holder(lay.lock) is not None:
+            try:
+                r = Client(lay, timeout=1.0).call("ping")
+                click.echo(f"macgptd started (pid {r['pid']}); home {lay.home}; log {lay.log_file}")
+                return
+            except DaemonNotRunning:
+                pass
+        time.sleep(0.05)
+    click.echo(f"macgptd did not answer within {START_TIMEOUT:g}s; see {lay.log_file}", err=True)
+    sys.exit(Exit.FAILURE)
+
+
+@main.command()
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds to wait for the jobs to checkpoint")
+@click.pass_context
+def stop(ctx: click.Context, timeout: float) -> None:
+    """Stop the daemon: running jobs checkpoint and go back to the queue."""
+    import os
+    import signal
+
+    from macgpt.client.connection import Client, DaemonNotRunning
+
+    lay = _layout(ctx)
+    pid = holder(lay.lock)
+    if pid is None:
+        click.echo(f"macgptd is not running; home {lay.home}")
+        return
+    try:
+        Client(lay, timeout=3.0).call("shutdown")
+    except DaemonNotRunning:
+        if pid > 0:
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while holder(lay.lock) is not None:
+        if time.monotonic() > deadline:
+            click.echo(f"macgptd (pid {pid}) did not stop within {timeout:g}s", err=True)
+            sys.exit(Exit.FAILURE)
+        time.sleep(0.05)
+    click.echo(f"macgptd stopped (pid {pid})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Whether the daemon runs: pid, socket, home, uptime."""
+    from macgpt.client.connection import Client, DaemonNotRunning
+
+    lay = _layout(ctx)
+    try:
+        info = Client(lay, timeout=3.0).call("daemon_info")
+    except DaemonNotRunning as e:
+        if as_json:
+            print(json.dumps({"running": False, "home": str(lay.home)}))
+        else:
+            click.echo(str(e), err=True)
+        sys.exit(Exit.NO_DAEMON)
+    info["running"] = True
+    if as_json:
+        print(json.dumps(info))
+        return
+    from macgpt.client.render import fmt_duration
+
+    click.echo(f"macgptd running: pid {info['pid']}, up {fmt_duration(info['uptime'])}")
+    click.echo(f"home:   {info['home']}\nsocket: {info['socket']}\nlog:    {info['log']}")
+    click.echo(f"jobs running: {info['jobs_running'] or 'none'}; requests served {info['requests_served']}; "
+               f"memory {info['rss'] / 2**20:.0f} MB")
+
+
+def run_main() -> None:
+    main(prog_name="macgptd")
+
+
+if __name__ == "__main__":
+    main(prog_name="macgptd")

@@ -1,0 +1,244 @@
+"""Commands that talk to the daemon: submit, status, logs, sample, pause, resume, cancel,
+checkpoint, limits. Each is a plain function returning an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from macgpt.client import render
+from macgpt.client.connection import Client, DaemonNotRunning, RemoteError
+from macgpt.client.exitcodes import Exit
+from macgpt.config.estimate import fmt_bytes
+from macgpt.config.job import JobSpec
+from macgpt.paths import layout
+from macgpt.protocol import FINISHED
+
+
+def _client(home: str | None) -> Client:
+    return Client(layout(home))
+
+
+def remote(f: Any) -> Any:
+    """Daemon down -> exit 3; a refused request -> its message and exit 2 or 1."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        try:
+            return f(*args, **kwargs)
+        except DaemonNotRunning as e:
+            click.echo(f"error: {e}", err=True)
+            return Exit.NO_DAEMON
+        except RemoteError as e:
+            click.echo(f"error: {e.message}", err=True)
+            return Exit.USAGE if e.code in ("invalid_argument", "not_found", "conflict") else Exit.FAILURE
+
+    wrapper.__name__ = f.__name__
+    wrapper.__doc__ = f.__doc__
+    return wrapper
+
+
+@remote
+def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool) -> int:
+    client = _client(home)
+    overrides = {**spec.train.__dict__, **spec.model.__dict__}
+    result = client.call("submit", {
+        "config": spec.config, "overrides": overrides, "data": list(spec.data),
+        "eval_data": list(spec.eval_data), "name": spec.name, "limits": spec.limits.to_dict(),
+    })
+    if as_json and not follow:
+        print(json.dumps(result, ensure_ascii=False))
+        return Exit.OK
+    if not follow:
+        click.echo(result["job"])
+        return Exit.OK
+    click.echo(f"job {result['job']} queued ({result['name']}, position {result['position']})", err=True)
+    return _follow(client, result["job"], as_json)
+
+
+@remote
+def logs(home: str | None, job: int | None, follow: bool, as_json: bool) -> int:
+    client = _client(home)
+    if job is None:
+        job = _latest(client)
+    if follow:
+        return _follow(client, job, as_json)
+    _state, events = client._history(job, 0)
+    for ev in events:
+        _print_event(ev, as_json)
+    return Exit.OK
+
+
+def _latest(client: Client) -> int:
+    jobs = client.call("status")["jobs"]
+    if not jobs:
+        raise RemoteError("not_found", "there are no jobs yet; submit one with `macgpt submit tiny`")
+    return int(jobs[0]["id"])
+
+
+def _print_event(ev: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(ev, ensure_ascii=False), flush=True)
+        return
+    line = render.event_line(ev["kind"], ev["data"])
+    if line:
+        stamp = time.strftime("%H:%M:%S", time.localtime(ev["t"]))
+        click.echo(f"{stamp} {line}")
+
+
+def _follow(client: Client, job: int, as_json: bool) -> int:
+    """Print the job's events until it finishes; a progress bar on a terminal."""
+    final_state = None
+    bar = None if as_json or not sys.stdout.isatty() else _ProgressBar(job)
+    try:
+        for ev in client.follow(job):
+            if ev["kind"] == "state":
+                final_state = ev["data"]["state"]
+            if bar is not None:
+                bar.update(ev)
+                line = render.event_line(ev["kind"], ev["data"])
+                if line and ev["kind"] != "metrics":
+                    bar.console.print(line, markup=False, highlight=False)
+            else:
+                _print_event(ev, as_json)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped following; job {job} keeps running (macgpt logs {job} -f)", err=True)
+        return Exit.OK
+    finally:
+        if bar is not None:
+            bar.close()
+    return Exit.OK if final_state in (None, "completed") or final_state not in FINISHED else Exit.FAILURE
+
+
+class _ProgressBar:
+    def __init__(self, job: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console()
+        self.progress = Progress(
+            TextColumn(f"job {job}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), console=self.console, transient=False,
+        )
+        self.task = self.progress.add_task("train", total=None, info="starting")
+        self.progress.start()
+        self.governor = ""
+
+    def update(self, ev: dict[str, Any]) -> None:
+        d = ev["data"]
+        if ev["kind"] == "governor":
+            self.governor = str(d.get("state") or "")
+        if ev["kind"] == "metrics":
+            info = (f"loss {d['loss']:.3f} | {d['steps_per_s']:.1f} steps/s | threads {d['threads']} "
+                    f"| batch {d['micro_batch']}/{d['batch_size']}")
+            if self.governor:
+                info += f" | {self.governor}"
+            self.progress.update(self.task, total=d["max_steps"], completed=d["step"], info=info)
+        elif ev["kind"] == "state":
+            self.progress.update(self.task, info=d["state"] + (f" ({d['reason']})" if d.get("reason") else ""))
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+@remote
+def status(home: str | None, job: int | None, as_json: bool) -> int:
+    r = _client(home).call("status", {"job": job} if job else {})
+    if as_json:
+        print(json.dumps(r, ensure_ascii=False, default=str))
+        return Exit.OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    d = r["daemon"]
+    lim = d["limits"]
+    console.print(f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}; limits: CPU ≤ {lim['max_cpu']:g}%, "
+                  f"memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}"
+                  + (f"; governor: {d['governor'].get('message')}" if d.get("governor", {}).get("message") else ""),
+                  highlight=False)
+    if not r["jobs"]:
+        console.print("no jobs yet: macgpt submit tiny")
+        return Exit.OK
+    table = Table(show_header=True, header_style="bold", box=None)
+    for col in ("id", "name", "config", "state", "step", "loss", "eval", "speed", "threads", "batch", "cpu",
+                "mem", "ckpt age"):
+        table.add_column(col, overflow="fold")
+    for j in r["jobs"]:
+        state = j["state"] + (f" ({j['reason']})" if j.get("reason") else "")
+        batch = "-" if j["batch_size"] is None else (
+            f"{j['micro_batch']}/{j['batch_size']}" if j["micro_batch"] != j["batch_size"] else str(j["batch_size"]))
+        table.add_row(
+            str(j["id"]), j["name"], j["config"], state, f"{j['step']}/{j['max_steps']}",
+            render.fmt_num(j["loss"], 3), render.fmt_num(j["eval_loss"], 3),
+            "-" if j["steps_per_s"] is None else f"{j['steps_per_s']:.1f}/s",
+            "-" if j["threads"] is None else str(j["threads"]), batch,
+            "-" if j.get("cpu_percent") is None else f"{j['cpu_percent']:.0f}%",
+            "-" if j["rss"] is None else fmt_bytes(j["rss"]),
+            render.fmt_duration(j["checkpoint_age"]),
+        )
+    console.print(table)
+    for j in r["jobs"]:
+        if j.get("governor"):
+            console.print(f"job {j['id']}: {j['governor']}", highlight=False)
+    return Exit.OK
+
+
+@remote
+def control(home: str | None, cmd: str, job: int) -> int:
+    r = _client(home).call(cmd, {"job": job}, timeout=60.0 if cmd == "checkpoint" else None)
+    if cmd == "checkpoint":
+        click.echo(f"job {job}: checkpoint at step {r['step']} → {r['path']}")
+    else:
+        click.echo(f"job {job}: {r['state']}")
+    return Exit.OK
+
+
+@remote
+def limits(home: str | None, changes: dict[str, Any], as_json: bool) -> int:
+    r = _client(home).call("limits", {k: v for k, v in changes.items() if v is not None})
+    if as_json:
+        print(json.dumps(r))
+    else:
+        hard = r["hard_memory"] or min(100.0, r["max_memory"] + 15)
+        click.echo(f"max CPU {r['max_cpu']:g}% | max memory {r['max_memory']:g}% (hard {hard:g}%) "
+                   f"| on battery: {r['on_battery']} | hang after {r['hang_seconds']:g}s")
+    return Exit.OK
+
+
+@remote
+def sample(home: str | None, prompt: str, job: int | None, params: dict[str, Any], as_json: bool) -> int:
+    client = _client(home)
+    args = {"prompt": prompt, **params}
+    if job is not None:
+        args["job"] = job
+    streamed: list[str] = []
+
+    def piece(result: dict[str, Any]) -> None:
+        if not as_json:
+            if not streamed:
+                sys.stdout.write(prompt)
+            sys.stdout.write(result["text"])
+            sys.stdout.flush()
+        streamed.append(result["text"])
+
+    r = client.call("sample", args, timeout=60.0, on_partial=piece)
+    if r.get("source") == "checkpoint":
+        from macgpt.client import local
+
+        if not as_json:
+            click.echo(f"(job {r['job']} is {r['state']}: sampling from {r['path']})", err=True)
+        return local.sample_model(Path(r["path"]), prompt, params, as_json)
+    if as_json:
+        print(json.dumps(r, ensure_ascii=False))
+    else:
+        if not streamed:
+            sys.stdout.write(r["text"])
+        sys.stdout.write("\n")
+        if r.get("truncated_prompt"):
+            click.echo("note: the prompt was longer than the context and was cut from the left", err=True)
+    return Exit.OK

@@ -1,0 +1,215 @@
+"""Commands that work without the daemon: train in the foreground, configs, and using a
+checkpoint file directly (sample --model, evaluate). torch is imported only inside the
+functions that need it, so the rest of the CLI stays fast."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from macgpt.client import render, sysinfo
+from macgpt.client.exitcodes import Exit
+from macgpt.config.estimate import estimate, fmt_bytes
+from macgpt.config.job import JobSpec
+from macgpt.paths import Layout
+
+RUN_FILES = ("ckpt-*.pt", "ckpt-*.pt.damaged", "final_model.pt", "tokenizer.json", "events.jsonl", "worker.log")
+
+
+def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bool) -> int:
+    from macgpt.supervisor import foreground
+
+    job_dir = (out or lay.home / "runs" / spec.name).expanduser().resolve()
+    if fresh and job_dir.exists():
+        for pattern in RUN_FILES:
+            for p in job_dir.glob(pattern):
+                p.unlink()
+    job_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    events = open(job_dir / "events.jsonl", "a", encoding="utf-8")
+    if not as_json:
+        _header(spec, job_dir)
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        line = render.json_line(kind, data)
+        events.write(line + "\n")
+        events.flush()
+        if as_json:
+            print(line, flush=True)
+        else:
+            text = render.event_line(kind, data)
+            if text:
+                click.echo(text)
+
+    try:
+        outcome = foreground.run(spec, job_dir, lay, on_event)
+    finally:
+        events.close()
+    live = outcome.live
+    wall = time.monotonic() - t0
+    final = live.final or {}
+    summary = {
+        "result": outcome.result, "job_dir": str(job_dir), "final_model": final.get("final_model"),
+        "steps": live.step, "train_loss": final.get("train_loss", live.loss),
+        "eval_loss": final.get("eval_loss", live.eval_loss), "perplexity": final.get("perplexity"),
+        "wall_seconds": round(wall, 3), "train_seconds": final.get("train_seconds"),
+        "peak_rss": final.get("peak_rss", live.peak_rss), "restarts": outcome.restarts,
+        "estimated_training_bytes": estimate(spec.model, spec.train.batch_size).training_bytes,
+        "error": (live.failure or {}).get("message"),
+    }
+    if as_json:
+        print(json.dumps({"event": "summary", **summary}, ensure_ascii=False), flush=True)
+    else:
+        _footer(summary)
+    if outcome.result == "completed":
+        return Exit.OK
+    if outcome.result == "stopped":
+        return Exit.INTERRUPTED
+    if outcome.result == "invalid":
+        return Exit.USAGE
+    return Exit.FAILURE
+
+
+def _header(spec: JobSpec, job_dir: Path) -> None:
+    info = sysinfo.system_info()
+    m, t = spec.model, spec.train
+    e = estimate(m, t.batch_size)
+    bar = "=" * 72
+    click.echo(bar)
+    click.echo(f"🚀 macgpt train {spec.config}  →  {job_dir}")
+    click.echo(bar)
+    click.echo(f"system: {info['platform']} | {info['cpu_count']} cores | memory {info['memory_gb']} GB "
+               f"total, {info['available_memory_gb']} GB available")
+    click.echo(f"model:  {m.n_layer} layer(s) x {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, "
+               f"vocab {m.vocab_size}, dropout {m.dropout}")
+    click.echo(f"params: {e.params_block:,} in blocks (the guide's count), {e.params_total:,} with embeddings")
+    click.echo(f"memory estimate: weights {fmt_bytes(e.weights_bytes)}, training {fmt_bytes(e.training_bytes)} "
+               f"(weights + grads + AdamW + activations at batch {t.batch_size}) + ~{fmt_bytes(sysinfo.RUNTIME_BYTES)} runtime")
+    click.echo(f"train:  {t.steps} steps, batch {t.batch_size}, lr {t.lr:g} (warm-up {t.warmup_steps}, cosine to "
+               f"{t.lr * t.min_lr_ratio:g}), seed {t.seed}, threads {t.threads or 'all'}, device {t.device}")
+    data = ", ".join(Path(p).name for p in spec.data) or "built-in pretrain_200.jsonl"
+    click.echo(f"data:   {data}; generation test every {t.sample_interval} steps with {t.sample_prompt!r}")
+    click.echo(f"limits: CPU ≤ {spec.limits.max_cpu:g}%, memory ≤ {spec.limits.max_memory:g}%, "
+               f"on battery: {spec.limits.on_battery}")
+    click.echo("-" * 72)
+
+
+def _footer(s: dict[str, Any]) -> None:
+    click.echo("-" * 72)
+    if s["result"] == "completed":
+        click.echo(f"done in {s['wall_seconds']:.1f}s wall ({s['train_seconds']:.1f}s training): "
+                   f"train loss {s['train_loss']:.4f}" + (f", eval loss {s['eval_loss']:.4f}" if s["eval_loss"] else ""))
+        click.echo(f"final model: {s['final_model']}")
+        click.echo(f"peak memory: {fmt_bytes(s['peak_rss'] or 0)} RSS measured (estimate: "
+                   f"{fmt_bytes(s['estimated_training_bytes'])} training + ~{fmt_bytes(sysinfo.RUNTIME_BYTES)} runtime)")
+        click.echo(f"try it:      macgpt sample \"你好，\" --model {s['final_model']}")
+    elif s["result"] == "stopped":
+        click.echo(f"stopped at step {s['steps']}; run the same command again to continue from the checkpoint")
+    else:
+        click.echo(f"failed: {s['error'] or 'the worker exited unexpectedly'} (see {s['job_dir']}/worker.log)", err=True)
+
+
+def configs(as_json: bool, max_memory: float) -> int:
+    info = sysinfo.system_info()
+    rows = sysinfo.preset_report(max_memory)
+    usage = sysinfo.current_usage()
+    if as_json:
+        print(json.dumps({"system": info, "presets": rows, "usage": usage}, ensure_ascii=False, indent=1))
+        return Exit.OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print("[bold]=== macgpt configuration self-test ===[/bold]")
+    console.print(f"system: {info}")
+    table = Table(show_header=True, header_style="bold")
+    for col in ("config", "shape", "block params", "total params", "weights", "training est.",
+                "process est.", "defaults", f"fits (≤{max_memory:g}% mem)"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["name"], f"{r['n_layer']}x{r['n_embd']}, {r['n_head']}h, ctx {r['block_size']}, vocab {r['vocab_size']}",
+            f"{r['params_block']:,}", f"{r['params_total']:,}", fmt_bytes(r["weights_bytes"]),
+            fmt_bytes(r["training_bytes"]), fmt_bytes(r["process_bytes"]),
+            f"{r['steps']} steps, batch {r['batch_size']}, lr {r['lr']:g}",
+            "✅ yes" if r["fits"] else "❌ no",
+        )
+    console.print(table)
+    console.print(f"current use: CPU {usage['cpu_percent']:.1f}%, memory {usage['memory_percent']:.1f}%")
+    console.print("✅ configuration OK" if any(r["fits"] for r in rows) else "❌ no preset fits the memory budget")
+    return Exit.OK
+
+
+def check_prompt(prompt: str) -> str:
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise click.UsageError(f"the prompt is not valid UTF-8 (at character {e.start})") from None
+    if not prompt.strip():
+        raise click.UsageError("the prompt is empty")
+    return prompt
+
+
+def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool) -> int:
+    from macgpt.worker import offline
+    from macgpt.worker.checkpoint import CheckpointError
+    from macgpt.worker.sampling import SampleParams
+
+    streaming = not as_json
+
+    def on_text(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    try:
+        if streaming:
+            sys.stdout.write(prompt)
+        result, loaded = offline.sample(path, prompt, SampleParams(**params), on_text if streaming else None)
+    except CheckpointError as e:
+        click.echo(f"error: {e}", err=True)
+        return Exit.USAGE
+    if result.truncated_prompt:
+        click.echo(f"\nnote: the prompt was longer than the context; only its last {result.prompt_tokens} tokens were used",
+                   err=True)
+    if as_json:
+        print(json.dumps({"text": result.text, "completion": result.completion, "tokens": result.tokens,
+                          "stopped": result.stopped, "truncated_prompt": result.truncated_prompt,
+                          "model": str(loaded.path), "step": loaded.step, "source": "checkpoint"},
+                         ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+    return Exit.OK
+
+
+def evaluate(path: Path, data: list[str], as_json: bool) -> int:
+    from macgpt.data import BUILTIN_TEST, builtin_path
+    from macgpt.data.texts import DataError
+    from macgpt.worker import offline
+    from macgpt.worker.checkpoint import CheckpointError
+
+    files = list(data) or [str(builtin_path(BUILTIN_TEST))]
+    try:
+        r = offline.evaluate(path, files)
+    except CheckpointError as e:
+        click.echo(f"error: {e}", err=True)
+        return Exit.USAGE
+    except DataError as e:
+        click.echo(f"error: {e}", err=True)
+        return Exit.USAGE
+    if as_json:
+        print(json.dumps(r, ensure_ascii=False))
+    else:
+        click.echo(f"model {r['model']} (step {r['step']}) on {r['texts']} texts:")
+        click.echo(f"  loss {r['loss']:.4f} | perplexity {r['perplexity']:.2f} | {r['tokens']:,} tokens "
+                   f"| {r['loss'] * r['tokens'] / max(1, r['chars']):.4f} nats per character")
+    return Exit.OK
+
+
+def remove_run_dir(job_dir: Path) -> None:
+    shutil.rmtree(job_dir, ignore_errors=True)

@@ -1,0 +1,101 @@
+"""How events and numbers look on a terminal: the guide's metric lines, sizes, durations."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from macgpt.config.estimate import fmt_bytes
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def fmt_num(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def metrics_line(d: dict[str, Any]) -> str:
+    """The guide's shape: 步骤 | 轮次 | 损失 | 平均损失 | 速度, then what macgpt adds."""
+    batch = f"{d.get('batch_size')}" + (
+        f" ({d['micro_batch']}x{d['batch_size'] // d['micro_batch']})"
+        if d.get("micro_batch") and d.get("batch_size") and d["micro_batch"] != d["batch_size"] else ""
+    )
+    return (
+        f"步骤 {d['step']:>5} | 轮次 {d.get('epoch', 0):>3} | 损失 {d['loss']:.4f} | "
+        f"平均损失 {d['avg_loss']:.4f} | 速度 {d.get('steps_per_s', 0):.1f} steps/s "
+        f"({d.get('tokens_per_s', 0) / 1000:.1f}K tok/s) | lr {d.get('lr', 0):.2e} | "
+        f"threads {d.get('threads')} | batch {batch} | rss {fmt_bytes(d.get('rss') or 0)}"
+    )
+
+
+def event_line(kind: str, d: dict[str, Any]) -> str | None:
+    """One human-readable line for an event, or None for events not worth a line."""
+    if kind == "metrics":
+        return metrics_line(d)
+    if kind == "sample":
+        return f"🧪 生成测试 @{d['step']} - 输入: {d['prompt']!r} → {d['text']!r}"
+    if kind == "eval":
+        return (f"📏 评估 @{d['step']}: loss {d['loss']:.4f} | perplexity {d['perplexity']:.1f} | "
+                f"{d['tokens']:,} tokens")
+    if kind == "checkpoint":
+        return f"💾 checkpoint @{d['step']} ({d.get('reason')}, {fmt_bytes(d.get('bytes', 0))}, {d.get('seconds', 0):.3f}s)"
+    if kind == "setup":
+        return setup_line(d)
+    if kind == "started":
+        return f"🏃 training from step {d['step']} to {d['max_steps']} ({d['threads']} threads, batch {d['batch_size']})"
+    if kind == "paused":
+        return f"⏸  paused at step {d['step']} ({d.get('reason', 'user')})"
+    if kind == "resumed":
+        return f"▶  resumed at step {d['step']}"
+    if kind == "stopped":
+        where = f", checkpoint {d['checkpoint']}" if d.get("checkpoint") else ""
+        return f"⏹  stopped at step {d['step']} ({d.get('reason')}){where}"
+    if kind == "completed":
+        ev = f", eval loss {d['eval_loss']:.4f}" if d.get("eval_loss") is not None else ""
+        return f"✅ completed {d['step']} steps: train loss (last 20 steps) {d['train_loss']:.4f}{ev}"
+    if kind in ("warning", "interrupt"):
+        return f"⚠️  {d.get('message')}"
+    if kind in ("error", "failed"):
+        return f"❌ {d.get('message')}"
+    if kind == "restarting":
+        return (f"🔁 worker crashed ({d.get('last_error')}); restarting from step "
+                f"{d.get('from_step') or 0} in {d['in_seconds']:.0f}s (crash {d['crashes']})")
+    if kind == "gave_up":
+        return f"❌ giving up after {d['crashes']} crashes: {d.get('last_error')}"
+    if kind == "governor":
+        return f"🛡  {d.get('message')}"
+    if kind == "state":
+        reason = f" ({d['reason']})" if d.get("reason") else ""
+        return f"• state: {d['state']}{reason}"
+    return None
+
+
+def setup_line(d: dict[str, Any]) -> str | None:
+    phase = d.get("phase")
+    if phase == "torch":
+        return f"🔧 PyTorch loaded ({d['seconds']:.1f}s after start)"
+    if phase == "data":
+        ev = f"; eval {d['eval_texts']} texts" if d.get("eval_texts") else "; no eval data"
+        return f"📚 data: {d['texts']} texts, {d['chars']:,} characters{ev}"
+    if phase == "tokenizer":
+        how = {"trained": "trained", "cache": "reused (same data and vocab)", "job": "loaded"}[d["origin"]]
+        return f"🔤 tokenizer {how}: vocab {d['vocab_size']}, {d['path']}"
+    if phase == "model":
+        return (f"🧠 model on {d['device']}: {d['params_block']:,} block params, {d['params']:,} total; "
+                f"{d['tokens']:,} training tokens ({d['chunks_per_epoch']} chunks per epoch)")
+    if phase == "resumed":
+        return f"↩️  resumed from step {d['step']}: {d['path']}"
+    return None
+
+
+def json_line(kind: str, d: dict[str, Any]) -> str:
+    return json.dumps({"event": kind, "time": round(time.time(), 3), **d}, ensure_ascii=False, default=str)

@@ -1,0 +1,1 @@
+"""Configuration: presets, typed fields with ranges, job specifications, resource limits."""

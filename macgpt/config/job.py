@@ -1,0 +1,120 @@
+"""A job's full specification: preset, model and training fields, data files, resource limits.
+
+Built once at the edge (CLI or daemon) from a preset plus overrides, validated, and written as
+``job.json`` in the job's directory, where the worker reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from macgpt.config.limits import Limits
+from macgpt.config.presets import get_preset
+from macgpt.config.schema import (
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    check_model,
+    from_dict,
+    section_of,
+    with_overrides,
+)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    config: str
+    model: ModelConfig
+    train: TrainConfig
+    data: tuple[str, ...] = ()  # empty: the built-in dataset
+    eval_data: tuple[str, ...] = ()  # empty: the built-in test set when data is built in
+    name: str = ""
+    limits: Limits = field(default_factory=Limits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "name": self.name,
+            "model": asdict(self.model),
+            "train": asdict(self.train),
+            "data": list(self.data),
+            "eval_data": list(self.eval_data),
+            "limits": self.limits.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobSpec:
+        return cls(
+            config=str(d["config"]),
+            name=str(d.get("name", "")),
+            model=check_model(from_dict(ModelConfig, d["model"])),
+            train=from_dict(TrainConfig, d["train"]),
+            data=tuple(str(p) for p in d.get("data", ())),
+            eval_data=tuple(str(p) for p in d.get("eval_data", ())),
+            limits=Limits.from_dict(d.get("limits", {})),
+        )
+
+    def save(self, path: Path) -> None:
+        from macgpt.fsutil import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> JobSpec:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name) or ".." in name:
+        raise ConfigError(
+            f"name={name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit (no path separators, no '..')"
+        )
+    return name
+
+
+def parse_set(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["n_embd=128", ...]`` into a dict; ConfigError for a pair without '='."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set n_embd=128")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_spec(
+    config: str,
+    overrides: dict[str, Any] | None = None,
+    data: list[str] | tuple[str, ...] = (),
+    eval_data: list[str] | tuple[str, ...] = (),
+    name: str = "",
+    limits: Limits | None = None,
+) -> JobSpec:
+    """Preset ``config`` with validated overrides (any model or training field, by name)."""
+    preset = get_preset(config)
+    by_section: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            by_section[section_of(key)][key] = value
+    model = check_model(with_overrides(preset.model, by_section["model"]))
+    train = with_overrides(preset.train, by_section["train"])
+    if train.warmup_steps >= train.steps and train.warmup_steps > 0:
+        train = dataclasses.replace(train, warmup_steps=max(0, train.steps // 10))
+    return JobSpec(
+        config=config,
+        model=model,
+        train=train,
+        data=tuple(str(Path(p).expanduser().resolve()) for p in data),
+        eval_data=tuple(str(Path(p).expanduser().resolve()) for p in eval_data),
+        name=check_name(name) if name else config,
+        limits=limits or Limits(),
+    )

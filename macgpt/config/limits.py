@@ -1,0 +1,61 @@
+"""Resource limits the governor keeps: total CPU and memory percent, battery policy, watchdogs.
+
+The guide's semantics: ``max_cpu`` is the whole machine's CPU use in percent (default 70),
+``max_memory`` the whole machine's memory use in percent (default 60).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from macgpt.config.schema import Bound, ConfigError, parse_value
+
+BATTERY_POLICIES = ("pause", "throttle", "run")
+
+_BOUNDS: dict[str, Bound] = {
+    "max_cpu": Bound(float, 1, 100, help="total machine CPU percent"),
+    "max_memory": Bound(float, 1, 100, help="total machine memory percent"),
+    "hard_memory": Bound(float, 0, 100, help="memory percent at which a worker is killed (0: max_memory + 15)"),
+    "on_battery": Bound(str, choices=BATTERY_POLICIES, help="what to do on battery power"),
+    "hang_seconds": Bound(float, 1, 86400, help="seconds without step progress before a restart"),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_cpu: float = 70.0
+    max_memory: float = 60.0
+    hard_memory: float = 0.0
+    on_battery: str = "pause"
+    hang_seconds: float = 60.0
+
+    @property
+    def hard_memory_percent(self) -> float:
+        return self.hard_memory or min(100.0, self.max_memory + 15.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Limits:
+        if not isinstance(d, dict):
+            raise ConfigError(f"limits: expected a mapping, got {type(d).__name__}")
+        return cls().updated(d)
+
+    def updated(self, changes: dict[str, Any]) -> Limits:
+        """A copy with validated changes (None values are ignored)."""
+        parsed = {}
+        for key, value in changes.items():
+            if value is None:
+                continue
+            if key not in _BOUNDS:
+                raise ConfigError(f"unknown limit {key!r}; known: {', '.join(_BOUNDS)}")
+            parsed[key] = parse_value(key.replace("_", "-"), value, _BOUNDS[key])
+        new = dataclasses.replace(self, **parsed)
+        if new.hard_memory and new.hard_memory <= new.max_memory:
+            raise ConfigError(
+                f"hard-memory={new.hard_memory:g} must be above max-memory={new.max_memory:g}"
+            )
+        return new

@@ -1,0 +1,170 @@
+"""Typed configuration of a job: model fields, training fields, their ranges, and validation.
+
+Everything here is plain standard library so that the client can validate a job before it is
+queued without importing torch. A value outside its range raises ``ConfigError`` naming the
+field, the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field, the value and the range."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed values of one field: a type and an inclusive (or open) numeric range."""
+
+    kind: type
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is not allowed (e.g. a learning rate must be > 0)
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.kind is bool:
+            return "true or false"
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {_fmt(self.lo)}"
+        hi = "" if self.hi is None else f"<= {_fmt(self.hi)}"
+        return f"{self.kind.__name__} {' and '.join(x for x in (lo, hi) if x)}".strip()
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def _f(default: Any, bound: Bound) -> Any:
+    return field(default=default, metadata={"bound": bound})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the network; stored in every checkpoint."""
+
+    vocab_size: int = _f(2000, Bound(int, 260, 65536, help="BPE vocabulary size"))
+    block_size: int = _f(64, Bound(int, 8, 4096, help="context length in tokens"))
+    n_layer: int = _f(1, Bound(int, 1, 48, help="transformer blocks"))
+    n_head: int = _f(2, Bound(int, 1, 64, help="attention heads (must divide n_embd)"))
+    n_embd: int = _f(32, Bound(int, 8, 4096, help="width of the residual stream"))
+    dropout: float = _f(0.0, Bound(float, 0.0, 0.9, help="dropout probability"))
+    bias: bool = _f(True, Bound(bool, help="biases in linear and LayerNorm layers"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimisation, schedule, intervals, sampling tests and resources."""
+
+    steps: int = _f(200, Bound(int, 1, 10_000_000, help="optimizer steps"))
+    batch_size: int = _f(4, Bound(int, 1, 4096, help="sequences per optimizer step"))
+    lr: float = _f(1e-3, Bound(float, 0.0, 10.0, lo_open=True, help="peak learning rate"))
+    min_lr_ratio: float = _f(0.1, Bound(float, 0.0, 1.0, help="final lr as a share of lr"))
+    warmup_steps: int = _f(10, Bound(int, 0, 10_000_000, help="linear warm-up steps"))
+    weight_decay: float = _f(0.1, Bound(float, 0.0, 10.0, help="AdamW weight decay"))
+    beta1: float = _f(0.9, Bound(float, 0.0, 1.0, help="AdamW beta1"))
+    beta2: float = _f(0.99, Bound(float, 0.0, 1.0, help="AdamW beta2"))
+    grad_clip: float = _f(1.0, Bound(float, 0.0, 1e6, help="gradient norm clip (0: off)"))
+    seed: int = _f(1337, Bound(int, 0, 2**31 - 1, help="random seed"))
+    threads: int = _f(0, Bound(int, 0, 1024, help="CPU threads (0: all cores)"))
+    log_interval: int = _f(10, Bound(int, 1, 1_000_000, help="steps between metric lines"))
+    eval_interval: int = _f(0, Bound(int, 0, 10_000_000, help="steps between evaluations (0: at the end only)"))
+    sample_interval: int = _f(25, Bound(int, 0, 10_000_000, help="steps between generation tests (0: off)"))
+    sample_prompt: str = _f("你好，", Bound(str, help="prompt of the generation tests"))
+    sample_tokens: int = _f(32, Bound(int, 1, 4096, help="tokens per generation test"))
+    checkpoint_interval: int = _f(100, Bound(int, 0, 10_000_000, help="steps between checkpoints (0: off)"))
+    checkpoint_seconds: float = _f(30.0, Bound(float, 0.0, 86400.0, help="seconds between checkpoints (0: off)"))
+    device: str = _f("auto", Bound(str, choices=("auto", "cpu", "mps", "cuda"), help="compute device"))
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
+
+
+def field_bounds(cls: type) -> dict[str, Bound]:
+    return {f.name: f.metadata["bound"] for f in fields(cls)}
+
+
+def section_of(name: str) -> str:
+    """Which section ('model' or 'train') holds a field, or ConfigError naming the closest field."""
+    for section, cls in SECTIONS.items():
+        if name in field_bounds(cls):
+            return section
+    known = [n for cls in SECTIONS.values() for n in field_bounds(cls)]
+    from difflib import get_close_matches
+
+    close = get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"unknown field {name!r}{hint}; known fields: {', '.join(known)}")
+
+
+def parse_value(name: str, raw: Any, bound: Bound) -> Any:
+    """Convert a command-line string (or a JSON value) into the field's type, checking its range."""
+    value: Any = raw
+    try:
+        if bound.kind is bool:
+            if isinstance(raw, str):
+                low = raw.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                value = low in ("true", "1", "yes")
+            elif not isinstance(raw, bool):
+                raise ValueError
+        elif bound.kind is int:
+            if isinstance(raw, (bool, float)):
+                raise ValueError
+            value = int(raw, 10) if isinstance(raw, str) else int(raw)
+        elif bound.kind is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+        elif bound.kind is str and not isinstance(raw, str):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={raw!r}: expected {bound.describe()}") from None
+    if bound.choices and value not in bound.choices:
+        raise ConfigError(f"{name}={raw!r}: expected {bound.describe()}")
+    if bound.kind in (int, float):
+        too_low = bound.lo is not None and (value <= bound.lo if bound.lo_open else value < bound.lo)
+        too_high = bound.hi is not None and value > bound.hi
+        if too_low or too_high:
+            raise ConfigError(f"{name}={raw!r} is out of range: expected {bound.describe()}")
+    if bound.kind is str and len(value) > 10_000:
+        raise ConfigError(f"{name}: value of {len(value)} characters is too long (at most 10000)")
+    return value
+
+
+def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of a config dataclass with validated overrides; ConfigError on any bad one."""
+    bounds = field_bounds(type(cfg))
+    changes = {}
+    for name, raw in overrides.items():
+        if name not in bounds:
+            section_of(name)  # raises with a suggestion
+            raise ConfigError(f"field {name!r} does not belong to {type(cfg).__name__}")
+        changes[name] = parse_value(name, raw, bounds[name])
+    return dataclasses.replace(cfg, **changes)
+
+
+def check_model(cfg: ModelConfig) -> ModelConfig:
+    """Cross-field checks that single-field ranges cannot express."""
+    if cfg.n_embd % cfg.n_head:
+        raise ConfigError(
+            f"n_embd={cfg.n_embd} must be divisible by n_head={cfg.n_head}"
+        )
+    return cfg
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config from a dict (a checkpoint or job file), validating every value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    return with_overrides(cls(), data)

@@ -1,0 +1,45 @@
+"""Job events: numbered per job, published at once on the PUB socket, stored in batches.
+
+``flush`` writes the buffered events in one transaction; the daemon flushes every loop turn
+and before it answers a history request, so history plus the live stream never leave a gap.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import zmq
+
+from macgpt import protocol
+from macgpt.supervisor.store import JobStore
+
+
+class EventBus:
+    def __init__(self, store: JobStore, pub: zmq.Socket) -> None:
+        self.store = store
+        self.pub = pub
+        self._seq: dict[int, int] = {}
+        self._buffer: list[tuple[int, int, float, str, dict[str, Any]]] = []
+
+    def emit(self, job: int, kind: str, data: dict[str, Any]) -> int:
+        seq = self._seq.get(job)
+        if seq is None:
+            seq = self.store.last_seq(job)
+        seq += 1
+        self._seq[job] = seq
+        t = time.time()
+        self._buffer.append((job, seq, t, kind, data))
+        try:
+            self.pub.send_multipart(
+                [protocol.event_topic(job, kind), protocol.pack({"seq": seq, "job": job, "kind": kind, "t": t, "data": data})],
+                zmq.NOBLOCK,
+            )
+        except zmq.Again:
+            pass  # a slow subscriber; it recovers the gap from history
+        return seq
+
+    def flush(self) -> None:
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self.store.append_events(batch)

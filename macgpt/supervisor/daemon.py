@@ -1,0 +1,346 @@
+"""macgptd: the supervisor daemon's main loop.
+
+One thread, one ``zmq.Poller``: control requests (ROUTER), worker messages (ROUTER), then
+supervision (reap workers, governor), scheduling and a batched write of the events. Signal
+handlers only set a flag; the loop stops the workers (they checkpoint) and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from macgpt import protocol
+from macgpt.config.job import JobSpec
+from macgpt.config.limits import Limits
+from macgpt.log import get
+from macgpt.paths import Layout
+from macgpt.protocol import ErrorCode, JobState, ProtocolError
+from macgpt.supervisor import handlers
+from macgpt.supervisor.bus import EventBus
+from macgpt.supervisor.channel import WorkerChannel
+from macgpt.supervisor.governance import Governance
+from macgpt.supervisor.lock import DaemonLock
+from macgpt.supervisor.runner import JobRunner
+from macgpt.supervisor.store import JobStore, TransitionError
+from macgpt.supervisor.workers import FrozenRegistry
+
+log = get("macgpt.daemon")
+
+SHUTDOWN_GRACE = 30.0
+IDLE_POLL_MS = 500
+
+
+class Daemon:
+    def __init__(self, lay: Layout, limits: Limits, max_concurrent: int = 1, tcp_port: int | None = None,
+                 worker_argv: list[str] | None = None) -> None:
+        self.lay = lay
+        self.limits = limits
+        self.max_concurrent = max_concurrent
+        self.tcp_port = tcp_port
+        self.worker_argv = worker_argv
+        self.lock = DaemonLock(lay.lock)
+        self.started = time.time()
+        self.stopping = False
+        self.runners: dict[int, JobRunner] = {}
+        self.restart_at: dict[int, float] = {}
+        self.requests_served = 0
+        self.bad_requests = 0
+
+    # -- setup ----------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Take the lock, open the database and sockets, recover from a previous daemon."""
+        self.lock.acquire()
+        self.lay.jobs.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(self.lay.db)
+        self.ctx = zmq.Context.instance()
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+        self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        old_umask = os.umask(0o077)  # the sockets are created 0600
+        try:
+            for path in ("control.sock", "events.sock", "workers.sock"):
+                (self.lay.runtime / path).unlink(missing_ok=True)
+            self.control.bind(self.lay.control)
+            if self.tcp_port:
+                self.control.bind(f"tcp://127.0.0.1:{self.tcp_port}")
+            self.pub = self.ctx.socket(zmq.PUB)
+            self.pub.setsockopt(zmq.LINGER, 0)
+            self.pub.setsockopt(zmq.SNDHWM, 100_000)
+            self.pub.bind(self.lay.events)
+            self.channel = WorkerChannel(self.ctx, self.lay.workers)
+            for path in ("control.sock", "events.sock", "workers.sock"):
+                os.chmod(self.lay.runtime / path, 0o600)
+        finally:
+            os.umask(old_umask)
+        self.bus = EventBus(self.store, self.pub)
+        self.frozen = FrozenRegistry(self.lay.frozen_file)
+        thawed = self.frozen.recover()
+        if thawed:
+            log.warning("thawed_stopped_workers", pids=thawed)
+        self.governance = Governance(self.limits, self._governor_event)
+        self._recover_jobs()
+        log.info("daemon_started", pid=os.getpid(), home=str(self.lay.home), socket=self.lay.control,
+                 limits=self.limits.to_dict(), max_concurrent=self.max_concurrent)
+
+    def _recover_jobs(self) -> None:
+        """Jobs that were running when the previous daemon ended continue from their checkpoints,
+        ahead of the queue; an old worker still alive is stopped first (never two per job)."""
+        for job in self.store.in_states([JobState.STARTING, JobState.RUNNING, JobState.PAUSED]):
+            _wait_for_old_worker(self.lay.job_dir(job["id"]))
+            if job["state"] == JobState.PAUSED and job["reason"] == "user":
+                continue
+            self.store.transition(job["id"], JobState.QUEUED, "resuming after a daemon restart",
+                                  queue_order=job["queue_order"] - 1e9)
+            self.bus.emit(job["id"], "state", {"state": "queued", "reason": "resuming after a daemon restart"})
+        self.bus.flush()
+
+    # -- main loop ------------------------------------------------------------------------------
+    def serve(self) -> None:
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.stopping = True
+
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, on_signal)
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.channel.sock, zmq.POLLIN)
+        try:
+            while not self.stopping:
+                timeout = self.governance.poll_ms if self.runners or self.restart_at else IDLE_POLL_MS
+                ready = dict(poller.poll(timeout))
+                if self.control in ready:
+                    self._serve_control()
+                if self.channel.sock in ready:
+                    self._serve_workers()
+                self._supervise()
+                self._schedule()
+                self.bus.flush()
+        finally:
+            self._shutdown(poller)
+
+    def _serve_control(self) -> None:
+        for _ in range(100):  # bounded, so workers are served too under a flood of requests
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle_frames(frames)
+
+    def _handle_frames(self, frames: list[bytes]) -> None:
+        identity, payload = frames[0], frames[-1]
+        req_id = None
+        try:
+            if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and frames[1] != b""):
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, f"expected 2 frames (DEALER) or 3 (REQ), got {len(frames)}")
+            try:
+                req_id = protocol.unpack(payload).get("id")  # best effort, for the error reply
+            except Exception:
+                req_id = None
+            req = protocol.parse_request(payload)
+            req_id = req.id
+            reply = handlers.Reply(self, identity, req.id, frames[1:-1])
+            result = handlers.dispatch(self, req.cmd, req.args, reply)
+            if result is not handlers.DEFERRED:
+                reply.ok(result)
+            self.requests_served += 1
+        except ProtocolError as e:
+            self.bad_requests += 1
+            if self.bad_requests <= 20 or self.bad_requests % 1000 == 0:
+                log.warning("bad_request", code=str(e.code), message=e.message[:200], count=self.bad_requests)
+            self._send(identity, frames[1:-1] if len(frames) == 3 else [],
+                       protocol.reply_error(req_id if isinstance(req_id, int | str) else None, e.code, e.message))
+        except Exception as e:  # a handler bug must not take the daemon down
+            log.exception("handler_failed")
+            self._send(identity, frames[1:-1] if len(frames) == 3 else [],
+                       protocol.reply_error(req_id if isinstance(req_id, int | str) else None,
+                                            ErrorCode.INTERNAL, f"internal error: {type(e).__name__}: {e}"))
+
+    def _send(self, identity: bytes, envelope: list[bytes], payload: bytes) -> None:
+        try:
+            self.control.send_multipart([identity, *envelope, payload], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the client is gone
+
+    def _serve_workers(self) -> None:
+        for identity, msg in self.channel.receive():
+            runner = self.runners.get(msg.get("job")) if isinstance(msg.get("job"), int) else None
+            if runner is not None:
+                runner.on_event(identity, msg)
+
+    # -- supervision and scheduling -----------------------------------------------------------
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        for job_id, at in list(self.restart_at.items()):
+            if now >= at:
+                del self.restart_at[job_id]
+                self._start(job_id, restart=True)
+        for job_id, runner in list(self.runners.items()):
+            if runner.worker.poll() is None:
+                continue
+            if job_id in self.restart_at:
+                continue
+            self._drain()
+            ended = runner.tick()
+            if ended is not None:
+                self._ended(job_id, runner, ended)
+        live = [r for j, r in self.runners.items() if j not in self.restart_at]
+        self.governance.tick(live)
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline and self.channel.sock.poll(30, zmq.POLLIN):
+            self._serve_workers()
+
+    def _ended(self, job_id: int, runner: JobRunner, ended: str) -> None:
+        live = runner.live
+        reason = runner.stop_reason
+        if ended == "completed":
+            final = live.final or {}
+            self._transition(job_id, JobState.COMPLETED, None, final_model=final.get("final_model"),
+                             loss=final.get("train_loss"), eval_loss=final.get("eval_loss"), step=live.step)
+        elif ended == "invalid":
+            self._transition(job_id, JobState.FAILED, (live.failure or {}).get("message"),
+                             error=(live.failure or {}).get("message"))
+        elif ended == "stopped" and reason == "cancel":
+            self._transition(job_id, JobState.CANCELLED, "user")
+        elif ended == "stopped" and reason == "daemon stopping":
+            job = self.store.get(job_id) or {}
+            self._transition(job_id, JobState.QUEUED, "daemon stopped; resumes at the next start",
+                             queue_order=job.get("queue_order", 0) - 1e9)
+        elif ended == "stopped" and reason and reason.startswith("governor"):
+            self._transition(job_id, JobState.PAUSED, reason.removeprefix("governor:"))
+            self.governance.released(job_id)
+        else:  # a crash, or a stop nobody ordered
+            delay = self.governance.after_exit(runner, "crashed")
+            self.store.update(job_id, restarts=(self.store.get(job_id) or {}).get("restarts", 0) + 1)
+            if delay is not None:
+                self.restart_at[job_id] = time.monotonic() + delay
+                self._transition(job_id, JobState.STARTING, f"restarting in {delay:.0f}s after a crash")
+                return
+            last = (live.failure or {}).get("message") or f"worker exit code {runner.exit_code}"
+            self._transition(job_id, JobState.FAILED, f"crashed too often: {last}", error=last)
+        self.runners.pop(job_id, None)
+
+    def _schedule(self) -> None:
+        if self.stopping:
+            return
+        active = len(self.runners)
+        if active >= self.max_concurrent:
+            return
+        for job in self.store.queued()[: self.max_concurrent - active]:
+            if not self.governance.may_start():
+                return
+            self._start(job["id"])
+
+    def _start(self, job_id: int, restart: bool = False) -> None:
+        job = self.store.get(job_id)
+        if job is None:
+            return
+        job_dir = self.lay.job_dir(job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        JobSpec.from_dict(json.loads(job["spec"])).save(job_dir / "job.json")
+        runner = self.runners.get(job_id)
+        if runner is None:
+            runner = JobRunner(job_id, job_dir, self.channel, lambda k, d, j=job_id: self._job_event(j, k, d),
+                               self.frozen, self.lay.tokenizer_cache, "idle", self.worker_argv)
+            self.runners[job_id] = runner
+        self._transition(job_id, JobState.STARTING, "restart" if restart else None,
+                         **({} if restart else {"started": time.time()}))
+        runner.start()
+
+    def _transition(self, job_id: int, state: JobState, reason: str | None, **fields: Any) -> bool:
+        try:
+            self.store.transition(job_id, state, reason, **fields)
+        except TransitionError as e:
+            log.error("transition_refused", job=job_id, error=str(e))
+            return False
+        self.bus.emit(job_id, "state", {"state": str(state), "reason": reason})
+        log.info("job_state", job=job_id, state=str(state), reason=reason)
+        return True
+
+    def _job_event(self, job_id: int, kind: str, data: dict[str, Any]) -> None:
+        """An event from a job's worker (or about it): store progress, publish, persist."""
+        if kind == "started":
+            job = self.store.get(job_id)
+            if job and job["state"] == JobState.STARTING:
+                self._transition(job_id, JobState.RUNNING, None)
+        elif kind == "metrics":
+            self.store.update(job_id, step=data["step"], loss=data["loss"])
+        elif kind == "eval":
+            self.store.update(job_id, eval_loss=data["loss"])
+        elif kind == "checkpoint":
+            self.store.update(job_id, checkpoint=data["path"], checkpoint_step=data["step"],
+                              checkpoint_time=time.time())
+        elif kind in ("failed", "error"):
+            self.store.update(job_id, error=str(data.get("message"))[:2000])
+            log.error("worker_" + kind, job=job_id, message=data.get("message"))
+        elif kind == "warning":
+            log.warning("worker_warning", job=job_id, message=data.get("message"))
+        self.bus.emit(job_id, kind, data)
+
+    def _governor_event(self, kind: str, data: dict[str, Any]) -> None:
+        job = data.get("job")
+        log.info("governor_" + kind, **data)
+        if isinstance(job, int):
+            self.bus.emit(job, kind, data)
+
+    # -- shutdown -------------------------------------------------------------------------------
+    def _shutdown(self, poller: zmq.Poller) -> None:
+        log.info("daemon_stopping", running=list(self.runners))
+        self.restart_at.clear()
+        for runner in self.runners.values():
+            runner.stop("daemon stopping")
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self.runners and time.monotonic() < deadline:
+            if dict(poller.poll(100)).get(self.channel.sock):
+                self._serve_workers()
+            for job_id, runner in list(self.runners.items()):
+                if runner.worker.poll() is not None:
+                    self._drain()
+                    ended = runner.tick() or "stopped"
+                    self._ended(job_id, runner, ended if ended != "crashed" else "stopped")
+            self.bus.flush()
+        for job_id, runner in list(self.runners.items()):
+            runner.worker.kill()
+            runner.worker.wait(5.0)
+            self._ended(job_id, runner, "stopped")
+        self.bus.flush()
+        self.governance.close()
+        for sock in (self.control, self.pub, self.channel.sock):
+            sock.close(0)
+        for path in ("control.sock", "events.sock", "workers.sock"):
+            (self.lay.runtime / path).unlink(missing_ok=True)
+        self.store.close()
+        log.info("daemon_stopped")
+        self.lock.release()
+
+
+def _wait_for_old_worker(job_dir: Path, timeout: float = 15.0) -> None:
+    """A worker of a dead daemon exits by itself once it notices; wait for it, then insist."""
+    import psutil
+
+    marker = f"--job-dir {job_dir} --endpoint"
+    olds = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if marker in cmd and p.pid != os.getpid():
+            olds.append(p)
+    for p in olds:
+        try:
+            p.resume()
+            p.terminate()
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(olds, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()

@@ -1,0 +1,198 @@
+"""The job queue and event history in SQLite (WAL, busy timeout, explicit transactions).
+
+The daemon is the only writer. Every state change is one guarded write that checks the
+transition table in ``protocol``; a refused transition raises ``TransitionError``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from macgpt.protocol import FINISHED, TRANSITIONS, JobState
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    queue_order REAL NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    step INTEGER NOT NULL DEFAULT 0,
+    max_steps INTEGER NOT NULL,
+    loss REAL,
+    eval_loss REAL,
+    checkpoint TEXT,
+    checkpoint_step INTEGER,
+    checkpoint_time REAL,
+    final_model TEXT,
+    error TEXT,
+    restarts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    job INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    t REAL NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (job, seq)
+) WITHOUT ROWID;
+"""
+PROGRESS_FIELDS = frozenset({"step", "loss", "eval_loss", "checkpoint", "checkpoint_step", "checkpoint_time",
+                             "final_model", "error", "restarts", "started", "finished", "max_steps"})
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says why and what to do."""
+
+
+class TransitionError(Exception):
+    pass
+
+
+class JobStore:
+    def __init__(self, path: Path, timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+            version = self._version()
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: written by a newer macgpt (schema {version}); upgrade macgpt")
+            if version < SCHEMA_VERSION:
+                self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e):
+                raise StoreError(f"{self.path}: the database is locked by another process ({e}); "
+                                 "is another macgptd using this home?") from None
+            raise StoreError(f"{self.path}: cannot open the database: {e}") from None
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"{self.path}: the database is damaged ({e}). Nothing was changed. Recover with "
+                f"`sqlite3 {self.path} .recover | sqlite3 recovered.sqlite3` and move the result into "
+                f"place, or move the file away to start with an empty queue (job directories stay)."
+            ) from None
+
+    def _version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def create(self, name: str, config: str, spec: dict[str, Any], max_steps: int) -> int:
+        now = time.time()
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (name, config, spec, state, queue_order, created, updated, max_steps) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, config, json.dumps(spec, ensure_ascii=False), JobState.QUEUED, now, now, now, max_steps),
+            )
+            return int(cur.lastrowid or 0)
+
+    def get(self, job_id: int) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def jobs(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def latest_id(self) -> int | None:
+        row = self.db.execute("SELECT MAX(id) FROM jobs").fetchone()
+        return row[0]
+
+    def queued(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM jobs WHERE state = ? ORDER BY queue_order, id", (JobState.QUEUED,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def in_states(self, states: Iterable[JobState]) -> list[dict[str, Any]]:
+        states = list(states)
+        marks = ",".join("?" * len(states))
+        rows = self.db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", states).fetchall()
+        return [dict(r) for r in rows]
+
+    def transition(self, job_id: int, new: JobState, reason: str | None = None, **fields: Any) -> JobState:
+        """Move a job to ``new`` if the transition table allows it; returns the old state."""
+        bad = set(fields) - PROGRESS_FIELDS - {"queue_order"}
+        if bad:
+            raise ValueError(f"unknown job fields {sorted(bad)}")
+        with self.tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise TransitionError(f"job {job_id} does not exist")
+            old = JobState(row["state"])
+            if new != old and new not in TRANSITIONS[old]:
+                raise TransitionError(f"job {job_id} is {old}; it cannot become {new}")
+            now = time.time()
+            if new in FINISHED:
+                fields.setdefault("finished", now)
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            db.execute(
+                f"UPDATE jobs SET state = ?, reason = ?, updated = ?{', ' + sets if sets else ''} WHERE id = ?",
+                (new, reason, now, *fields.values(), job_id),
+            )
+            return old
+
+    def update(self, job_id: int, **fields: Any) -> None:
+        """Progress fields (step, loss, checkpoint, ...) without a state change."""
+        bad = set(fields) - PROGRESS_FIELDS
+        if bad:
+            raise ValueError(f"unknown job fields {sorted(bad)}")
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.tx() as db:
+            db.execute(f"UPDATE jobs SET {sets}, updated = ? WHERE id = ?", (*fields.values(), time.time(), job_id))
+
+    # -- events ---------------------------------------------------------------------------------
+    def last_seq(self, job_id: int) -> int:
+        row = self.db.execute("SELECT MAX(seq) FROM events WHERE job = ?", (job_id,)).fetchone()
+        return int(row[0] or 0)
+
+    def append_events(self, events: list[tuple[int, int, float, str, dict[str, Any]]]) -> None:
+        """(job, seq, time, kind, data) rows, in one transaction."""
+        if not events:
+            return
+        with self.tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO events (job, seq, t, kind, data) VALUES (?, ?, ?, ?, ?)",
+                [(j, s, t, k, json.dumps(d, ensure_ascii=False, default=str)) for j, s, t, k, d in events],
+            )
+
+    def history(self, job_id: int, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT seq, t, kind, data FROM events WHERE job = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after, limit),
+        ).fetchall()
+        return [{"seq": r["seq"], "t": r["t"], "kind": r["kind"], "data": json.loads(r["data"])} for r in rows]

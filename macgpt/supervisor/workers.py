@@ -1,0 +1,170 @@
+"""A worker process as the supervisor sees it: spawn, signal its process group, reap it.
+
+Workers are spawned (never forked) into their own session, so SIGSTOP/SIGCONT/SIGKILL reach
+the whole group, and a Ctrl+C in the user's terminal reaches only the supervisor. Any kill is
+preceded by SIGCONT: a stopped process would otherwise never run its SIGTERM handler, and
+nothing is ever left frozen. Every stopped pid is recorded on disk (``FrozenRegistry``), so a
+supervisor that dies while a worker is stopped lets the next one thaw it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from macgpt.fsutil import atomic_write_text
+
+
+class FrozenRegistry:
+    """pids we have SIGSTOPped and not yet continued, persisted as JSON."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.pids: set[int] = set()
+
+    def _save(self) -> None:
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps(sorted(self.pids)), durable=False)
+
+    def add(self, pid: int) -> None:
+        if pid not in self.pids:
+            self.pids.add(pid)
+            self._save()
+
+    def discard(self, pid: int) -> None:
+        if pid in self.pids:
+            self.pids.discard(pid)
+            self._save()
+
+    def recover(self) -> list[int]:
+        """Continue every recorded pid still alive (left by a supervisor that died); return them."""
+        if self.path is None or not self.path.exists():
+            return []
+        try:
+            recorded = [int(p) for p in json.loads(self.path.read_text())]
+        except (OSError, ValueError, TypeError):
+            recorded = []
+        thawed = []
+        for pid in recorded:
+            try:
+                os.killpg(pid, signal.SIGCONT)
+                thawed.append(pid)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                    thawed.append(pid)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        self.pids.clear()
+        self._save()
+        return thawed
+
+
+class WorkerProcess:
+    def __init__(
+        self,
+        job_id: int,
+        job_dir: Path,
+        endpoint: str,
+        cache_dir: Path | None,
+        frozen: FrozenRegistry,
+        priority: str = "idle",
+        argv: list[str] | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.job_dir = Path(job_dir)
+        self.endpoint = endpoint
+        self.cache_dir = cache_dir
+        self.frozen = frozen
+        self.priority = priority
+        self.argv = argv  # a replacement command line (tests start misbehaving workers this way)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False  # SIGSTOPped by us
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def identity(self) -> bytes:
+        return f"job-{self.job_id}-{self.pid}".encode()
+
+    def start(self) -> None:
+        cmd = self.argv or [sys.executable, "-m", "macgpt.worker"]
+        cmd = [*cmd, "--job-dir", str(self.job_dir), "--endpoint", self.endpoint,
+               "--job", str(self.job_id), "--priority", self.priority]
+        if self.cache_dir is not None:
+            cmd += ["--cache-dir", str(self.cache_dir)]
+        log = open(self.job_dir / "worker.log", "ab")
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            log.close()
+        self.started_at = time.monotonic()
+
+    def poll(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # the group leader is gone but not reaped: signal the pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def freeze(self) -> None:
+        if self.alive() and not self.stopped:
+            self.frozen.add(self.pid)  # recorded before the stop, so a crash here is recoverable
+            self._group(signal.SIGSTOP)
+            self.stopped = True
+
+    def thaw(self) -> None:
+        if self.stopped:
+            self._group(signal.SIGCONT)
+            self.stopped = False
+            self.frozen.discard(self.pid)
+
+    def terminate(self) -> None:
+        """SIGTERM (the worker checkpoints and exits); continued first if stopped."""
+        if self.alive():
+            self.thaw()
+            self._group(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.thaw()
+            self._group(signal.SIGKILL)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def shutdown(self, grace: float) -> int | None:
+        """SIGTERM, up to ``grace`` seconds to checkpoint and exit, then SIGKILL."""
+        self.terminate()
+        code = self.wait(grace)
+        if code is None:
+            self.kill()
+            code = self.wait(5.0)
+        return code

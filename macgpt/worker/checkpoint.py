@@ -1,0 +1,109 @@
+"""Checkpoint files: atomic, checksummed, never unpickled, the last two kept.
+
+A file is ``torch.save`` bytes followed by a 48-byte footer (magic, SHA-256 of the payload,
+payload length). Loading verifies the footer before anything is parsed, then uses
+``torch.load(weights_only=True)``, which refuses any object that could run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from macgpt.fsutil import atomic_write_bytes
+
+MAGIC = b"MGPTCKP1"
+FOOTER = struct.Struct("<8s32sQ")
+FORMAT_VERSION = 1
+NAME_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")
+FINAL_NAME = "final_model.pt"
+
+
+class CheckpointError(Exception):
+    """A file is not a loadable macgpt checkpoint; the message says why."""
+
+
+def encode(state: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT_VERSION, **state}, buf)
+    payload = buf.getvalue()
+    return payload + FOOTER.pack(MAGIC, hashlib.sha256(payload).digest(), len(payload))
+
+
+def decode(data: bytes, where: str = "checkpoint") -> dict[str, Any]:
+    if len(data) < FOOTER.size:
+        raise CheckpointError(f"{where}: too short to be a macgpt checkpoint ({len(data)} bytes)")
+    magic, digest, length = FOOTER.unpack_from(data, len(data) - FOOTER.size)
+    if magic != MAGIC:
+        raise CheckpointError(f"{where}: not a macgpt checkpoint (no macgpt footer)")
+    payload = memoryview(data)[: len(data) - FOOTER.size]
+    if length != len(payload):
+        raise CheckpointError(f"{where}: truncated or extended (expected {length} payload bytes, found {len(payload)})")
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{where}: checksum mismatch (the file is damaged)")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses code-carrying pickles with UnpicklingError
+        raise CheckpointError(f"{where}: refused to load: {type(e).__name__}: {str(e)[:300]}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{where}: unsupported checkpoint format {state.get('format') if isinstance(state, dict) else '?'}")
+    return state
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
+    return decode(data, str(path))
+
+
+def checkpoint_files(job_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the rolling checkpoints, newest first."""
+    found = []
+    for p in Path(job_dir).glob("ckpt-*.pt"):
+        m = NAME_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found, reverse=True)
+
+
+def save(job_dir: Path, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``ckpt-<step>.pt`` atomically, then delete all but the newest ``keep``."""
+    path = Path(job_dir) / f"ckpt-{state['step']:08d}.pt"
+    atomic_write_bytes(path, encode(state))
+    for _, old in checkpoint_files(job_dir)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def save_final(job_dir: Path, state: dict[str, Any]) -> Path:
+    path = Path(job_dir) / FINAL_NAME
+    atomic_write_bytes(path, encode(state))
+    return path
+
+
+def load_latest(job_dir: Path) -> tuple[dict[str, Any] | None, Path | None, list[str]]:
+    """The newest checkpoint that verifies, its path, and a warning per damaged newer one.
+
+    A damaged file is renamed to ``*.damaged`` (kept for inspection) so that rotation never
+    counts it among the checkpoints to keep.
+    """
+    warnings: list[str] = []
+    for _, path in checkpoint_files(job_dir):
+        try:
+            return load_file(path), path, warnings
+        except CheckpointError as e:
+            path.replace(path.with_name(path.name + ".damaged"))
+            warnings.append(f"{e}; moved aside as {path.name}.damaged, using an older checkpoint")
+    return None, None, warnings

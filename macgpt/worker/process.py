@@ -1,0 +1,101 @@
+"""Entry point of a worker process: ``python -m macgpt.worker --job-dir DIR --endpoint EP --job N``.
+
+Connects to its supervisor first (so it is seen alive while torch loads), lowers its own
+priority before any thread exists, then sets up and runs the training loop. Signals only
+record a stop request; the loop checkpoints and leaves at the next step boundary.
+
+Exit codes: 0 completed or stopped on request, 2 the job itself is invalid (bad data,
+incompatible checkpoint: restarting will not help), anything else a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_JOB_INVALID = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="macgpt-worker")
+    ap.add_argument("--job-dir", required=True, type=Path)
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--job", required=True, type=int)
+    ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--priority", choices=("idle", "normal"), default="idle")
+    args = ap.parse_args(argv)
+
+    if args.priority == "idle":
+        from macgpt.priority import lower
+
+        lower()
+    from macgpt.worker.channel import ZmqLink
+
+    t0 = time.perf_counter()
+    link = ZmqLink(args.endpoint, args.job)
+    link.send("hello", pid=os.getpid())
+    pending_stop: list[str] = []
+    loop_ref: list[Any] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        reason = signal.Signals(signum).name
+        if loop_ref:
+            loop_ref[0].request_stop(reason)
+        else:
+            pending_stop.append(reason)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return _run(args, link, t0, pending_stop, loop_ref)
+    finally:
+        link.close()
+
+
+def _run(args: argparse.Namespace, link: Any, t0: float, pending_stop: list[str], loop_ref: list[Any]) -> int:
+    from macgpt.config.job import JobSpec
+    from macgpt.config.schema import ConfigError
+    from macgpt.data.texts import DataError
+
+    try:
+        spec = JobSpec.load(args.job_dir / "job.json")
+    except (OSError, ValueError, KeyError, ConfigError) as e:
+        link.send("failed", message=f"{args.job_dir / 'job.json'}: {e}", retry=False)
+        return EXIT_JOB_INVALID
+    import torch  # noqa: F401  (the slow import, measured)
+
+    link.send("setup", phase="torch", seconds=round(time.perf_counter() - t0, 3))
+    from macgpt.worker.batches import DataTooShort
+    from macgpt.worker.loop import TrainingLoop
+    from macgpt.worker.setup import ResumeError, prepare
+
+    def note(phase: str, **fields: Any) -> None:
+        link.send("warning" if phase == "warning" else "setup", phase=phase, **fields)
+
+    try:
+        trainer = prepare(spec, args.job_dir, args.cache_dir, note)
+    except (DataError, DataTooShort, ResumeError, ConfigError, ValueError) as e:
+        link.send("failed", message=str(e), retry=False)
+        return EXIT_JOB_INVALID
+    loop = TrainingLoop(trainer, args.job_dir, link)
+    loop_ref.append(loop)
+    if pending_stop:
+        loop.request_stop(pending_stop[0])
+    try:
+        loop.run()
+    except Exception as e:
+        link.send("failed", message=f"{type(e).__name__}: {e}", retry=True,
+                  traceback=traceback.format_exc()[-4000:])
+        raise
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

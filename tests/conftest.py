@@ -1,0 +1,44 @@
+"""Shared fixtures: a private home per test, the venv's executables, small job settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+MACGPT = str(BIN / "macgpt")
+MACGPTD = str(BIN / "macgptd")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _find_real_chat() -> Path:
+    for base in (*ROOT.parents, Path("/work")):
+        candidate = base / "shared" / "data" / "real_chat"
+        if (candidate / "train.jsonl").exists():
+            return candidate
+    raise RuntimeError("../shared/data/real_chat (the shared real corpus) was not found above " + str(ROOT))
+
+
+REAL_CHAT = _find_real_chat()
+
+
+@pytest.fixture
+def home(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh MACGPT_HOME (and a short runtime dir) for one test."""
+    d = Path(tempfile.mkdtemp(prefix="mgh-"))
+    monkeypatch.setenv("MACGPT_HOME", str(d))
+    monkeypatch.delenv("MACGPT_RUNTIME_DIR", raising=False)
+    yield d
+    from macgpt.paths import runtime_dir_for
+
+    shutil.rmtree(runtime_dir_for(d.resolve()), ignore_errors=True)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def env_with_home(home: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "MACGPT_HOME": str(home), **extra}

@@ -1,0 +1,106 @@
+"""The network and sampling: KV cache equivalence, seeded reproducibility, stopping, prompts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from macgpt.config.estimate import count_params
+from macgpt.config.presets import PRESETS
+from macgpt.config.schema import ModelConfig
+from macgpt.model import GPT
+from macgpt.worker.sampling import PromptError, SampleParams, _truncate, generate_ids, sample_text
+
+from .helpers import tokenizer, trainer
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_param_count_estimate_matches_the_module(name: str) -> None:
+    cfg = dataclasses.replace(PRESETS[name].model, vocab_size=777)
+    model = GPT(cfg)
+    assert count_params(cfg) == (model.num_params(non_embedding=True), model.num_params())
+
+
+def test_output_head_is_tied() -> None:
+    model = GPT(ModelConfig(vocab_size=300))
+    assert model.head.weight.data_ptr() == model.wte.weight.data_ptr()
+
+
+def test_kv_cache_gives_the_same_logits_as_a_full_pass() -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=300, n_layer=2, n_embd=32, n_head=4, block_size=32)).eval()
+    idx = torch.randint(0, 300, (1, 20))
+    with torch.no_grad():
+        full, _, _ = model(idx)
+        _, _, cache = model(idx[:, :12])
+        step_logits = None
+        for t in range(12, 20):
+            step_logits, _, cache = model(idx[:, t : t + 1], cache=cache)
+        part, _, _ = model(idx[:, 15:20], cache=model(idx[:, :15])[2])
+    assert torch.allclose(full[0, -1], step_logits[0, -1], atol=1e-5)
+    assert torch.allclose(full[0, -1], part[0, -1], atol=1e-5)
+
+
+def test_context_overflow_is_refused() -> None:
+    model = GPT(ModelConfig(vocab_size=300, block_size=8))
+    with pytest.raises(ValueError, match="exceeds block_size 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_cached_and_uncached_sampling_agree_past_the_context() -> None:
+    tr = trainer(model={"block_size": 16})
+    params = SampleParams(max_new_tokens=40, temperature=0.0, repetition_penalty=1.0, stop_at_im_end=False)
+    a, _ = generate_ids(tr.model, [5, 6, 7], params, None, use_cache=True)
+    b, _ = generate_ids(tr.model, [5, 6, 7], params, None, use_cache=False)
+    assert len(a) == len(b) == 40
+    assert a[:13] == b[:13]  # identical until the cache slides its window
+
+
+def test_seeded_sampling_is_reproducible_and_seed_sensitive() -> None:
+    tr = trainer()
+    for _ in range(30):
+        tr.train_step()
+    r1 = tr.sample("你好，", SampleParams(max_new_tokens=30, seed=7, stop_at_im_end=False))
+    r2 = tr.sample("你好，", SampleParams(max_new_tokens=30, seed=7, stop_at_im_end=False))
+    r3 = tr.sample("你好，", SampleParams(max_new_tokens=30, seed=8, stop_at_im_end=False))
+    assert r1.text == r2.text and r1.text.startswith("你好，")
+    assert r1.text != r3.text
+
+
+def test_sampling_leaves_the_global_rng_alone() -> None:
+    tr = trainer()
+    state = torch.get_rng_state()
+    tr.sample("你好，", SampleParams(max_new_tokens=10, seed=3))
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_stops_at_im_end() -> None:
+    tok = tokenizer()
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=32))
+    with torch.no_grad():  # make <|im_end|> overwhelmingly likely
+        model.head.weight[tok.im_end_id] += 5.0
+        model.ln_f.bias.fill_(1.0)
+        model.ln_f.weight.fill_(0.0)
+    r = sample_text(model, tok, "你好", SampleParams(max_new_tokens=20, temperature=0.0))
+    assert r.stopped == "im_end" and r.tokens == 0 and r.text == "你好"
+
+
+def test_prompt_rules() -> None:
+    tok = tokenizer()
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=16))
+    with pytest.raises(PromptError, match="empty"):
+        sample_text(model, tok, "   ", SampleParams())
+    r = sample_text(model, tok, "很长的提示" * 20, SampleParams(max_new_tokens=3, stop_at_im_end=False))
+    assert r.truncated_prompt and r.prompt_tokens == 15 and r.tokens == 3
+
+
+def test_top_k_and_top_p_filters() -> None:
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0])
+    k2 = _truncate(logits.clone(), SampleParams(temperature=1.0, top_k=2, top_p=1.0))
+    assert torch.isinf(k2[2:]).all() and torch.isfinite(k2[:2]).all()
+    p = _truncate(logits.clone(), SampleParams(temperature=1.0, top_k=0, top_p=0.5))
+    assert torch.isfinite(p[0]) and torch.isinf(p[1:]).all()  # the top token holds 64% of the mass
+    one = _truncate(logits.clone(), SampleParams(temperature=1.0, top_k=0, top_p=0.0))
+    assert torch.isfinite(one).sum() == 1
