@@ -34,6 +34,7 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MACGPT_HOME", str(d))
     monkeypatch.delenv("MACGPT_RUNTIME_DIR", raising=False)
     yield d
+    reap(d)
     from macgpt.paths import runtime_dir_for
 
     shutil.rmtree(runtime_dir_for(d.resolve()), ignore_errors=True)
@@ -42,3 +43,28 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def env_with_home(home: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "MACGPT_HOME": str(home), **extra}
+
+
+def reap(home: Path) -> list[int]:
+    """Kill whatever a test left running under ``home`` (daemons, CLIs, workers): continued first."""
+    import signal
+
+    import psutil
+
+    left = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if str(home) in cmd and p.pid != os.getpid():
+            left.append(p)
+    for p in left:
+        try:
+            group = os.getpgid(p.pid)
+            if group != os.getpgrp():  # a worker leads its own group (with any children it made)
+                os.killpg(group, signal.SIGCONT)
+                os.killpg(group, signal.SIGKILL)
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+        except (psutil.Error, OSError):
+            pass
+    psutil.wait_procs(left, timeout=5)
+    return [p.pid for p in left]

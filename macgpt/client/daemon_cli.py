@@ -30,6 +30,10 @@ def limit_options(f: Any) -> Any:
                      help="total memory percent (default 60)"),
         click.option("--on-battery", type=click.Choice(BATTERY_POLICIES), default=None,
                      help="pause (default), throttle or run"),
+        click.option("--hard-memory", type=click.FloatRange(0, 100), default=None,
+                     help="memory percent at which a worker is killed (default: max-memory + 15)"),
+        click.option("--hang-seconds", type=click.FloatRange(1, 86400), default=None,
+                     help="seconds without progress before a worker is restarted (default 60)"),
         click.option("--max-concurrent", type=click.IntRange(1, 64), default=1, show_default=True,
                      help="jobs trained at the same time"),
         click.option("--tcp-port", type=click.IntRange(1, 65535), default=None,
@@ -71,7 +75,8 @@ def saved_limits(lay: Layout) -> Limits:
 @click.option("--json-logs", is_flag=True, help="JSON log lines on stderr too")
 @click.pass_context
 def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_battery: str | None,
-        max_concurrent: int, tcp_port: int | None, json_logs: bool) -> None:
+        hard_memory: float | None, hang_seconds: float | None, max_concurrent: int, tcp_port: int | None,
+        json_logs: bool) -> None:
     """Run the daemon in the foreground (for launchd, systemd and debugging)."""
     import os
 
@@ -83,7 +88,8 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
     lay = _layout(ctx)
     log.setup(lay.log_file, console=True, json_console=json_logs)
     try:
-        limits = saved_limits(lay).updated({"max_cpu": max_cpu, "max_memory": max_memory, "on_battery": on_battery})
+        limits = saved_limits(lay).updated({"max_cpu": max_cpu, "max_memory": max_memory, "on_battery": on_battery,
+                                            "hard_memory": hard_memory, "hang_seconds": hang_seconds})
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(Exit.USAGE)

@@ -5,7 +5,7 @@ functions that need it, so the rest of the CLI stays fast."""
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +15,7 @@ import click
 
 from macgpt.client import render, sysinfo
 from macgpt.client.exitcodes import Exit
-from macgpt.config.estimate import estimate, fmt_bytes
+from macgpt.config.estimate import RUNTIME_BYTES, estimate, fmt_bytes
 from macgpt.config.job import JobSpec
 from macgpt.paths import Layout
 
@@ -47,8 +47,9 @@ def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bo
             if text:
                 click.echo(text)
 
+    argv_env = os.environ.get("MACGPT_WORKER_ARGV")  # tests run deliberately misbehaving workers
     try:
-        outcome = foreground.run(spec, job_dir, lay, on_event)
+        outcome = foreground.run(spec, job_dir, lay, on_event, argv=json.loads(argv_env) if argv_env else None)
     finally:
         events.close()
     live = outcome.live
@@ -90,7 +91,7 @@ def _header(spec: JobSpec, job_dir: Path) -> None:
                f"vocab {m.vocab_size}, dropout {m.dropout}")
     click.echo(f"params: {e.params_block:,} in blocks (the guide's count), {e.params_total:,} with embeddings")
     click.echo(f"memory estimate: weights {fmt_bytes(e.weights_bytes)}, training {fmt_bytes(e.training_bytes)} "
-               f"(weights + grads + AdamW + activations at batch {t.batch_size}) + ~{fmt_bytes(sysinfo.RUNTIME_BYTES)} runtime")
+               f"(weights + grads + AdamW + activations at batch {t.batch_size}) + ~{fmt_bytes(RUNTIME_BYTES)} runtime")
     click.echo(f"train:  {t.steps} steps, batch {t.batch_size}, lr {t.lr:g} (warm-up {t.warmup_steps}, cosine to "
                f"{t.lr * t.min_lr_ratio:g}), seed {t.seed}, threads {t.threads or 'all'}, device {t.device}")
     data = ", ".join(Path(p).name for p in spec.data) or "built-in pretrain_200.jsonl"
@@ -107,7 +108,7 @@ def _footer(s: dict[str, Any]) -> None:
                    f"train loss {s['train_loss']:.4f}" + (f", eval loss {s['eval_loss']:.4f}" if s["eval_loss"] else ""))
         click.echo(f"final model: {s['final_model']}")
         click.echo(f"peak memory: {fmt_bytes(s['peak_rss'] or 0)} RSS measured (estimate: "
-                   f"{fmt_bytes(s['estimated_training_bytes'])} training + ~{fmt_bytes(sysinfo.RUNTIME_BYTES)} runtime)")
+                   f"{fmt_bytes(s['estimated_training_bytes'])} training + ~{fmt_bytes(RUNTIME_BYTES)} runtime)")
         click.echo(f"try it:      macgpt sample \"你好，\" --model {s['final_model']}")
     elif s["result"] == "stopped":
         click.echo(f"stopped at step {s['steps']}; run the same command again to continue from the checkpoint")
@@ -210,6 +211,3 @@ def evaluate(path: Path, data: list[str], as_json: bool) -> int:
                    f"| {r['loss'] * r['tokens'] / max(1, r['chars']):.4f} nats per character")
     return Exit.OK
 
-
-def remove_run_dir(job_dir: Path) -> None:
-    shutil.rmtree(job_dir, ignore_errors=True)

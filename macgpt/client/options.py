@@ -44,6 +44,9 @@ def job_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-memory", metavar="P", help="total memory percent to stay under (default 60)"),
         click.option("--on-battery", type=click.Choice(BATTERY_POLICIES), default=None,
                      help="on battery power: pause (default), throttle or run"),
+        click.option("--hard-memory", metavar="P", help="memory percent at which the worker is killed "
+                     "and restarted smaller (default: max-memory + 15)"),
+        click.option("--hang-seconds", metavar="S", help="seconds without progress before a restart (default 60)"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -58,7 +61,8 @@ def spec_from_options(opts: dict[str, Any], base_limits: Limits | None = None) -
             overrides[fld] = opts[opt]
     limits = (base_limits or Limits()).updated({
         "max_cpu": opts.get("max_cpu"), "max_memory": opts.get("max_memory"),
-        "on_battery": opts.get("on_battery"),
+        "on_battery": opts.get("on_battery"), "hard_memory": opts.get("hard_memory"),
+        "hang_seconds": opts.get("hang_seconds"),
     })
     spec = build_spec(opts["config"], overrides, opts.get("data") or (), opts.get("eval_data") or (),
                       opts.get("name") or "", limits)

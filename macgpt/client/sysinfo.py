@@ -8,11 +8,8 @@ from typing import Any
 
 import psutil
 
-from macgpt.config.estimate import estimate
+from macgpt.config.estimate import RUNTIME_BYTES, estimate
 from macgpt.config.presets import PRESETS
-
-# Resident memory of a worker before its model exists: Python, PyTorch, tokenizers (measured).
-RUNTIME_BYTES = 300 * 1024 * 1024
 
 
 def system_info() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from macgpt.config.schema import ModelConfig
 
 FLOAT_BYTES = 4  # fp32 weights, gradients, optimizer state and activations
+RUNTIME_BYTES = 300 * 2**20  # a worker's memory before its model exists: Python, torch, tokenizers (measured)
 
 
 @dataclass(frozen=True)

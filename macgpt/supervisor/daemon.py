@@ -86,6 +86,7 @@ class Daemon:
         thawed = self.frozen.recover()
         if thawed:
             log.warning("thawed_stopped_workers", pids=thawed)
+        self.frozen.guard()
         self.governance = Governance(self.limits, self._governor_event)
         self._recover_jobs()
         log.info("daemon_started", pid=os.getpid(), home=str(self.lay.home), socket=self.lay.control,
@@ -184,12 +185,11 @@ class Daemon:
                 del self.restart_at[job_id]
                 self._start(job_id, restart=True)
         for job_id, runner in list(self.runners.items()):
-            if runner.worker.poll() is None:
-                continue
             if job_id in self.restart_at:
                 continue
-            self._drain()
-            ended = runner.tick()
+            if runner.worker.poll() is not None:
+                self._drain()
+            ended = runner.tick()  # reaps an exited worker, escalates an ignored stop
             if ended is not None:
                 self._ended(job_id, runner, ended)
         live = [r for j, r in self.runners.items() if j not in self.restart_at]
@@ -203,41 +203,49 @@ class Daemon:
     def _ended(self, job_id: int, runner: JobRunner, ended: str) -> None:
         live = runner.live
         reason = runner.stop_reason
-        if ended == "completed":
+        decision = self.governance.after_exit(runner, ended)
+        if decision.kind == "restart":
+            self.restart_at[job_id] = time.monotonic() + decision.delay
+            self.store.update(job_id, restarts=(self.store.get(job_id) or {}).get("restarts", 0) + 1)
+            why = "after a crash" if ended == "crashed" else f"({(reason or '').removeprefix('governor:')})"
+            self._transition(job_id, JobState.STARTING, f"restarting in {decision.delay:.0f}s {why}")
+            return
+        self.runners.pop(job_id, None)
+        if decision.kind == "wait":
+            self._transition(job_id, JobState.PAUSED, "memory: waiting for memory to come back")
+        elif decision.kind == "fail":
+            self._transition(job_id, JobState.FAILED, decision.reason, error=decision.reason)
+        elif ended == "completed":
             final = live.final or {}
             self._transition(job_id, JobState.COMPLETED, None, final_model=final.get("final_model"),
                              loss=final.get("train_loss"), eval_loss=final.get("eval_loss"), step=live.step)
         elif ended == "invalid":
-            self._transition(job_id, JobState.FAILED, (live.failure or {}).get("message"),
-                             error=(live.failure or {}).get("message"))
-        elif ended == "stopped" and reason == "cancel":
+            message = (live.failure or {}).get("message")
+            self._transition(job_id, JobState.FAILED, message, error=message)
+        elif reason == "cancel":
             self._transition(job_id, JobState.CANCELLED, "user")
-        elif ended == "stopped" and reason == "daemon stopping":
+        elif reason == "daemon stopping":
             job = self.store.get(job_id) or {}
             self._transition(job_id, JobState.QUEUED, "daemon stopped; resumes at the next start",
                              queue_order=job.get("queue_order", 0) - 1e9)
-        elif ended == "stopped" and reason and reason.startswith("governor"):
-            self._transition(job_id, JobState.PAUSED, reason.removeprefix("governor:"))
-            self.governance.released(job_id)
-        else:  # a crash, or a stop nobody ordered
-            delay = self.governance.after_exit(runner, "crashed")
-            self.store.update(job_id, restarts=(self.store.get(job_id) or {}).get("restarts", 0) + 1)
-            if delay is not None:
-                self.restart_at[job_id] = time.monotonic() + delay
-                self._transition(job_id, JobState.STARTING, f"restarting in {delay:.0f}s after a crash")
-                return
-            last = (live.failure or {}).get("message") or f"worker exit code {runner.exit_code}"
-            self._transition(job_id, JobState.FAILED, f"crashed too often: {last}", error=last)
-        self.runners.pop(job_id, None)
+        else:
+            self._transition(job_id, JobState.FAILED, f"the worker stopped unexpectedly ({reason or ended})")
 
     def _schedule(self) -> None:
         if self.stopping:
             return
+        for job_id in list(self.governance.evicted):
+            if self.governance.memory_back(job_id):
+                job = self.store.get(job_id) or {}
+                self._transition(job_id, JobState.QUEUED, "memory is back", queue_order=job.get("queue_order", 0) - 1e9)
         active = len(self.runners)
         if active >= self.max_concurrent:
             return
         for job in self.store.queued()[: self.max_concurrent - active]:
-            if not self.governance.may_start():
+            waiting = self.governance.why_wait()
+            if waiting:
+                if job["reason"] != waiting:
+                    self._transition(job["id"], JobState.QUEUED, waiting)
                 return
             self._start(job["id"])
 
@@ -247,11 +255,12 @@ class Daemon:
             return
         job_dir = self.lay.job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
-        JobSpec.from_dict(json.loads(job["spec"])).save(job_dir / "job.json")
+        spec = JobSpec.from_dict(json.loads(job["spec"]))
+        spec.save(job_dir / "job.json")
         runner = self.runners.get(job_id)
         if runner is None:
             runner = JobRunner(job_id, job_dir, self.channel, lambda k, d, j=job_id: self._job_event(j, k, d),
-                               self.frozen, self.lay.tokenizer_cache, "idle", self.worker_argv)
+                               self.frozen, self.lay.tokenizer_cache, "idle", self.worker_argv, spec=spec)
             self.runners[job_id] = runner
         self._transition(job_id, JobState.STARTING, "restart" if restart else None,
                          **({} if restart else {"started": time.time()}))

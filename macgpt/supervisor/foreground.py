@@ -50,7 +50,8 @@ def run(
     sock_path = lay.runtime / f"fg-{os.getpid()}.sock"
     channel = WorkerChannel(ctx, f"ipc://{sock_path}")
     frozen = FrozenRegistry(lay.runtime / f"fg-{os.getpid()}-stopped.json")
-    runner = JobRunner(0, job_dir, channel, on_event, frozen, lay.tokenizer_cache, priority, argv)
+    frozen.guard()
+    runner = JobRunner(0, job_dir, channel, on_event, frozen, lay.tokenizer_cache, priority, argv, spec=spec)
     governance = Governance(spec.limits, on_event)
     interrupts: list[int] = []
 
@@ -62,6 +63,7 @@ def run(
     poller.register(channel.sock, zmq.POLLIN)
     handled = 0
     restart_at: float | None = None
+    waiting_for_memory = False
     try:
         runner.start()
         while True:
@@ -80,20 +82,27 @@ def run(
                 else:
                     runner.worker.kill()
             if restart_at is not None:
-                if time.monotonic() >= restart_at:
+                if time.monotonic() >= restart_at and (not waiting_for_memory or governance.memory_back(runner.job_id)):
                     restart_at = None
                     runner.start()
+                else:
+                    governance.tick([])  # keep reading the machine while nothing runs
                 continue
             governance.tick([runner])
             if runner.worker.poll() is not None:
                 _drain(channel, poller, runner)
-                ended = runner.tick()
-                if ended is None:
+            ended = runner.tick()  # reaps an exited worker, escalates an ignored stop
+            if ended is not None:
+                decision = governance.after_exit(runner, ended)
+                if decision.kind in ("restart", "wait"):
+                    waiting_for_memory = decision.kind == "wait"
+                    if waiting_for_memory:
+                        on_event("governor", {"state": "memory", "message": "waiting for memory to come back"})
+                    restart_at = time.monotonic() + decision.delay
                     continue
-                delay = governance.after_exit(runner, ended)
-                if delay is not None:
-                    restart_at = time.monotonic() + delay
-                    continue
+                if decision.kind == "fail":
+                    runner.live.failure = {"message": decision.reason}
+                    return Outcome("failed", runner.live, governance.restarts, time.monotonic() - t0)
                 result = "failed" if ended == "crashed" else ended
                 return Outcome(result, runner.live, governance.restarts, time.monotonic() - t0)
     finally:
@@ -104,7 +113,8 @@ def run(
             signal.signal(s, h)
         channel.close()
         sock_path.unlink(missing_ok=True)
-        frozen.path and frozen.path.unlink(missing_ok=True)
+        if frozen.path is not None and not frozen.pids:
+            frozen.path.unlink(missing_ok=True)
 
 
 def _drain(channel: WorkerChannel, poller: zmq.Poller, runner: JobRunner) -> None:

@@ -1,73 +1,246 @@
-"""Supervision decisions applied to live workers: restarts after crashes (and, with the
-governor, CPU and memory limits). Owned by the daemon and by the foreground run alike."""
+"""The governor applied to live workers: readings in, policy decisions out, effects on processes.
+
+A thin loop around the pure ``governor.decide``: it reads the machine (``Monitor``) about four
+times a second, keeps the per-job state in step with what the workers report, and turns each
+action into a command over the worker channel, a duty cycle, or a signal. It also decides what
+happens when a worker exits (restart with back-off, wait for memory, give up). Owned by the
+daemon and by the foreground run alike.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from macgpt.config.limits import Limits
+from macgpt.priority import lower
+from macgpt.supervisor import governor as g
+from macgpt.supervisor.dutycycle import DutyCycler
+from macgpt.supervisor.monitor import Monitor, Readings
 from macgpt.supervisor.restarts import RestartPolicy, next_restart
 from macgpt.supervisor.runner import JobRunner
 
 Emit = Callable[[str, dict[str, Any]], None]
+READING_INTERVAL = 0.25
+PRIORITY_EVERY = 2.0  # seconds between re-applying idle priority to every worker thread and child
+
+
+@dataclass(frozen=True)
+class ExitDecision:
+    """What to do after a worker exited: 'restart' after ``delay``, 'wait' for memory, 'fail', or
+    'done' (the owner handles it: completed, cancelled, interrupted, ...)."""
+
+    kind: str
+    delay: float = 0.0
+    reason: str = ""
 
 
 class Governance:
-    poll_ms = 100
+    poll_ms = 50
 
     def __init__(self, limits: Limits, emit: Emit, policy: RestartPolicy | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 tuning: g.Tuning | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self.emit = emit
         self.policy = policy or RestartPolicy()
+        self.tuning = tuning or g.Tuning()
         self.clock = clock
+        self.monitor = Monitor(clock)
+        self.cycler = DutyCycler()
+        self.state = g.GovState()
+        self.last: Readings | None = None
         self.crashes: dict[int, list[float]] = {}
         self.restarts = 0
+        self.failures: dict[int, str] = {}
+        self.evicted: set[int] = set()
+        self._incarnation: dict[int, int] = {}  # job -> pid the knobs were last sent to
+        self._next = 0.0
+        self._next_priority = 0.0
+        self._own_cpu = (clock(), _own_cpu())
 
+    # -- the loop -------------------------------------------------------------------------------
     def tick(self, runners: list[JobRunner]) -> None:
-        """Called every loop turn with the live runners."""
+        """Called every loop turn; reads and decides about four times a second."""
+        now = self.clock()
+        if now < self._next:
+            return
+        self._next = now + READING_INTERVAL
+        live = {r.job_id: r for r in runners if r.worker.alive()}
+        if now >= self._next_priority:
+            self._next_priority = now + PRIORITY_EVERY
+            for r in live.values():
+                _lower_tree(r.worker.pid)
+        self._sync(live)
+        readings = self.monitor.read({j: r.worker.pid for j, r in live.items()})
+        self.last = readings
+        self.state, actions = g.decide(readings, self.limits, self.state, self.tuning)
+        for action in actions:
+            self._apply(action, live)
 
-    def may_start(self) -> bool:
-        """Whether the machine has room for another worker now."""
-        return True
+    def _sync(self, live: dict[int, JobRunner]) -> None:
+        """Bring the policy's per-job state in step with the workers (new ones, progress, phase)."""
+        jobs = {}
+        for job_id, runner in live.items():
+            old = self.state.jobs.get(job_id)
+            lv = runner.live
+            if old is None:
+                cpus = runner.spec_threads or os.cpu_count() or 1
+                old = g.JobGov(job=job_id, max_threads=cpus, batch_size=runner.spec_batch,
+                               expected_rss=runner.expected_rss, threads=cpus, micro_batch=runner.spec_batch)
+            training = lv.phase == "training"
+            j = dataclasses.replace(old, training=training, progress=lv.step + lv.setup_marks,
+                                    user_paused=runner.user_paused)
+            if training and self._incarnation.get(job_id) != runner.worker.pid:
+                # a new worker: tell it the knobs in force (a restart after a memory kill starts smaller)
+                self._incarnation[job_id] = runner.worker.pid
+                j = dataclasses.replace(j, mem_paused=False, duty=1.0)
+                if lv.micro_batch is not None and j.micro_batch != lv.micro_batch:
+                    runner.request("set_batch", {"micro_batch": j.micro_batch})
+                if lv.threads is not None and j.threads != lv.threads:
+                    runner.request("set_threads", {"threads": j.threads})
+            jobs[job_id] = j
+        self.state = dataclasses.replace(self.state, jobs=jobs)
+
+    def _apply(self, a: g.Action, live: dict[int, JobRunner]) -> None:
+        runner = live.get(a.job)
+        if runner is None:
+            return
+        match a:
+            case g.SetThreads(threads=n):
+                runner.request("set_threads", {"threads": n})
+            case g.SetBatch(micro_batch=m):
+                runner.request("set_batch", {"micro_batch": m})
+            case g.SetDuty(duty=d):
+                self.cycler.set(runner.worker, d)
+            case g.Pause(reason=why):
+                runner.request("pause", {"reason": why})
+            case g.Resume():
+                runner.request("resume")
+            case g.Evict():
+                self.cycler.release(runner.worker)
+                runner.stop("governor:evict")
+            case g.Kill(kind=kind):
+                self.cycler.release(runner.worker)
+                runner.kill("governor:memory-kill" if kind == "memory" else "governor:hang")
+            case g.Fail(reason=why):
+                self.failures[a.job] = why
+                self.cycler.release(runner.worker)
+                runner.kill("governor:failed")
+            case g.Note(mode=mode, message=message, readings=readings):
+                self.emit("governor", {"job": a.job, "state": mode, "message": message, "readings": readings})
+
+    # -- after a worker exits ---------------------------------------------------------------------
+    def after_exit(self, runner: JobRunner, ended: str) -> ExitDecision:
+        self.cycler.release(runner.worker)
+        job = runner.job_id
+        reason = runner.stop_reason or ""
+        if job in self.failures:
+            return self._forget(job, ExitDecision("fail", reason=self.failures.pop(job)))
+        if reason == "governor:evict":
+            self.evicted.add(job)
+            return ExitDecision("wait", reason="memory")
+        if reason == "governor:memory-kill":
+            return ExitDecision("restart")
+        if ended != "crashed" and reason != "governor:hang":
+            return self._forget(job, ExitDecision("done"))
+        now = self.clock()
+        history = self.crashes.setdefault(job, [])
+        if runner.live.checkpoint is not None:
+            history.clear()  # it saved progress since it started: not a crash loop
+        history.append(now)
+        delay = next_restart(history, now, self.policy)
+        last = (runner.live.failure or {}).get("message") or (
+            "it stopped making progress" if reason == "governor:hang" else f"exit code {runner.exit_code}")
+        if delay is None:
+            self.emit("gave_up", {"job": job, "crashes": len(history), "last_error": last})
+            return self._forget(job, ExitDecision("fail", reason=f"crashed {len(history)} times: {last}"))
+        self.restarts += 1
+        self.emit("restarting", {"job": job, "in_seconds": delay, "crashes": len(history), "last_error": last,
+                                 "from_step": (runner.live.checkpoint or {}).get("step")})
+        return ExitDecision("restart", delay=delay)
+
+    def _forget(self, job: int, decision: ExitDecision) -> ExitDecision:
+        self.crashes.pop(job, None)
+        self.state = dataclasses.replace(self.state, jobs={k: v for k, v in self.state.jobs.items() if k != job})
+        return decision
+
+    # -- questions from the owner -------------------------------------------------------------------
+    def why_wait(self) -> str | None:
+        """Why no other worker should start now (memory over the limit, no CPU budget), or None."""
+        r = self.last
+        if r is None:
+            return None
+        if r.mem_percent >= self.limits.max_memory:
+            return f"waiting: memory {r.mem_percent:.0f}% over the limit {self.limits.max_memory:g}%"
+        max_cpu, battery = g.effective_max_cpu(r, self.limits)
+        other = max((o for _, o in self.state.other), default=r.other_cpu)
+        if max_cpu - other < self.tuning.stop_below * 100 / r.ncpu:
+            return f"waiting: {battery or f'other programs use {other:.0f}% CPU, limit {self.limits.max_cpu:g}%'}"
+        return None
+
+    def memory_back(self, job: int) -> bool:
+        """An evicted job may come back: memory stayed under the give-back mark for the hold time."""
+        if job not in self.evicted:
+            return False
+        since = self.state.low_memory_since
+        if since is not None and self.clock() - since >= self.tuning.hold:
+            self.evicted.discard(job)
+            return True
+        return False
+
+    def halted(self, runner: JobRunner) -> bool:
+        """Held stopped by the governor (not merely in the off part of a duty cycle)."""
+        return self.cycler.duty(runner.worker) == 0.0
 
     def released(self, job_id: int) -> None:
-        """A worker the governor stopped (to free memory) has exited."""
-
-    def user_paused(self, job_id: int, paused: bool) -> None:
-        """The user paused or resumed a job: the governor leaves it alone meanwhile."""
+        self.evicted.discard(job_id)
 
     def set_limits(self, limits: Limits) -> None:
         self.limits = limits
         self.emit("limits", {"limits": limits.to_dict()})
 
     def view(self, job_id: int) -> dict[str, Any]:
-        """The governor's state for one job, for `status`."""
-        return {}
+        j = self.state.jobs.get(job_id)
+        w = self.last.workers.get(job_id) if self.last else None
+        return {"governor": j.message if j else None, "governor_state": j.mode if j else None,
+                "duty": j.duty if j else None, "cpu_percent": w.cpu if w else None}
 
     def summary(self) -> dict[str, Any]:
-        return {}
-
-    def after_exit(self, runner: JobRunner, ended: str) -> float | None:
-        """Seconds until the worker should be started again, or None when it should not."""
-        if ended != "crashed":
-            return None
+        r = self.last
+        if r is None:
+            return {}
         now = self.clock()
-        history = self.crashes.setdefault(runner.job_id, [])
-        if runner.live.checkpoint is not None:
-            history.clear()  # it saved progress since it started: not a crash loop
-        history.append(now)
-        delay = next_restart(history, now, self.policy)
-        last = (runner.live.failure or {}).get("message") or f"exit code {runner.exit_code}"
-        if delay is None:
-            self.emit("gave_up", {"crashes": len(history), "last_error": last})
-            return None
-        self.restarts += 1
-        self.emit("restarting", {"in_seconds": delay, "crashes": len(history), "last_error": last,
-                                 "from_step": (runner.live.checkpoint or {}).get("step")})
-        return delay
+        t0, c0 = self._own_cpu
+        own = 100.0 * (_own_cpu() - c0) / max(1e-3, now - t0)
+        self._own_cpu = (now, _own_cpu())
+        return {"total_cpu": r.total_cpu, "other_cpu": r.other_cpu, "ours_cpu": r.ours_cpu,
+                "mem_percent": r.mem_percent, "swap_percent": r.swap_percent, "on_battery": r.on_battery,
+                "battery_percent": r.battery_percent, "memory_pressure": r.memory_pressure,
+                "daemon_cpu_percent_of_core": own,
+                "message": f"machine CPU {r.total_cpu:.0f}% (ours {r.ours_cpu:.0f}%, other {r.other_cpu:.0f}%), "
+                           f"memory {r.mem_percent:.0f}%"}
 
     def close(self) -> None:
+        self.cycler.close()
+
+
+def _lower_tree(pid: int) -> None:
+    """Idle priority for a worker, its threads and its children, whether or not it asked for it."""
+    import psutil
+
+    lower(pid)
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            lower(child.pid)
+    except psutil.Error:
         pass
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+

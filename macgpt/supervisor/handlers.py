@@ -160,7 +160,7 @@ def pause(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]:
     job = _job(daemon, args["job"])
     runner = daemon.runners.get(job["id"])
     if job["state"] in (JobState.RUNNING, JobState.STARTING) and runner is not None:
-        daemon.governance.user_paused(job["id"], True)
+        runner.user_paused = True
         runner.request("pause", {"reason": "user"})
     elif job["state"] != JobState.QUEUED:
         raise ProtocolError(ErrorCode.CONFLICT, f"job {job['id']} is {job['state']}; only a queued or running job can be paused")
@@ -176,8 +176,8 @@ def resume(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
     if job["state"] != JobState.PAUSED:
         raise ProtocolError(ErrorCode.CONFLICT, f"job {job['id']} is {job['state']}, not paused")
     runner = daemon.runners.get(job["id"])
-    daemon.governance.user_paused(job["id"], False)
     if runner is not None and runner.worker.alive():
+        runner.user_paused = False
         runner.request("resume")
         daemon._transition(job["id"], JobState.RUNNING, None)
         return {"job": job["id"], "state": "running"}
@@ -207,7 +207,7 @@ def checkpoint(daemon: Daemon, args: dict[str, Any], reply: Reply) -> Any:
     """Ask a running job to checkpoint now; answered with {step, path} once written."""
     job = _job(daemon, args["job"])
     runner = daemon.runners.get(job["id"])
-    if runner is None or not runner.live.connected or runner.worker.stopped:
+    if runner is None or not runner.live.connected or daemon.governance.halted(runner):
         raise ProtocolError(ErrorCode.CONFLICT, f"job {job['id']} is {job['state']}: no running worker to checkpoint")
 
     def done(msg: dict[str, Any]) -> None:
@@ -229,7 +229,7 @@ def sample(daemon: Daemon, args: dict[str, Any], reply: Reply) -> Any:
     runner = daemon.runners.get(job["id"])
     params = {k: v for k, v in args.items() if k != "job"}
     if (runner is not None and runner.live.connected and runner.live.phase == "training"
-            and not runner.worker.stopped and runner.worker.alive()):
+            and not daemon.governance.halted(runner) and runner.worker.alive()):
         def done(msg: dict[str, Any]) -> None:
             if msg.get("ok"):
                 reply.ok({**msg["result"], "job": job["id"]})

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from macgpt.config.estimate import RUNTIME_BYTES, estimate
+from macgpt.config.job import JobSpec
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.workers import FrozenRegistry, WorkerProcess
 
@@ -49,6 +51,7 @@ class Live:
     final: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
     stopped_event: dict[str, Any] | None = None
+    setup_marks: int = 0  # set-up phases reported: progress before the first step
     warnings: list[str] = field(default_factory=list)
 
 
@@ -64,8 +67,13 @@ class JobRunner:
         priority: str = "idle",
         argv: list[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spec: JobSpec | None = None,
     ) -> None:
         self.job_id = job_id
+        self.spec_batch = spec.train.batch_size if spec else 1
+        self.spec_threads = spec.train.threads if spec else 0  # > 0: pinned by the user, never raised
+        self.expected_rss = (estimate(spec.model, spec.train.batch_size).training_bytes if spec else 0) + RUNTIME_BYTES
+        self.user_paused = False
         self.job_dir = Path(job_dir)
         self.channel = channel
         self.emit = emit
@@ -91,8 +99,7 @@ class JobRunner:
         if self.stop_reason is None:
             self.stop_reason = reason
             self._stop_at = self.clock()
-            if self.worker.stopped:
-                self.worker.thaw()
+            self.worker.release()
             if not self.live.connected or self.request("stop", {"reason": reason}) is None:
                 self.worker.terminate()
                 self._signalled = 1
@@ -109,8 +116,7 @@ class JobRunner:
             self._escalate()
             return None
         self.exit_code = code
-        self.worker.thaw()  # forget a stopped mark: the process is gone
-        self.worker.frozen.discard(self.worker.pid)
+        self.worker.thaw()  # forget a stopped mark and the registry entry: the process is gone
         for callback, _ in self.pending.values():
             callback({"ok": False, "error": "the worker exited before answering"})
         self.pending.clear()
@@ -176,6 +182,7 @@ class JobRunner:
         live = self.live
         if kind == "setup":
             live.phase = str(msg.get("phase", "setup"))
+            live.setup_marks += 1
         elif kind == "started":
             live.phase = "training"
             live.step = msg["step"]

@@ -15,10 +15,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from macgpt.fsutil import atomic_write_text
+from macgpt.supervisor import guardian
 
 
 class FrozenRegistry:
@@ -27,43 +29,38 @@ class FrozenRegistry:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.pids: set[int] = set()
+        self._lock = threading.Lock()  # the duty-cycle thread records pids too
 
     def _save(self) -> None:
         if self.path is not None:
             atomic_write_text(self.path, json.dumps(sorted(self.pids)), durable=False)
 
     def add(self, pid: int) -> None:
-        if pid not in self.pids:
-            self.pids.add(pid)
-            self._save()
+        with self._lock:
+            if pid not in self.pids:
+                self.pids.add(pid)
+                self._save()
 
     def discard(self, pid: int) -> None:
-        if pid in self.pids:
-            self.pids.discard(pid)
-            self._save()
+        with self._lock:
+            if pid in self.pids:
+                self.pids.discard(pid)
+                self._save()
 
     def recover(self) -> list[int]:
         """Continue every recorded pid still alive (left by a supervisor that died); return them."""
         if self.path is None or not self.path.exists():
             return []
-        try:
-            recorded = [int(p) for p in json.loads(self.path.read_text())]
-        except (OSError, ValueError, TypeError):
-            recorded = []
-        thawed = []
-        for pid in recorded:
-            try:
-                os.killpg(pid, signal.SIGCONT)
-                thawed.append(pid)
-            except (ProcessLookupError, PermissionError):
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                    thawed.append(pid)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        thawed = guardian.thaw_recorded(self.path)
         self.pids.clear()
         self._save()
         return thawed
+
+    def guard(self) -> None:
+        """Start the guardian process that continues our stopped workers if we die."""
+        if self.path is not None:
+            self._save()
+            guardian.start(self.path)
 
 
 class WorkerProcess:
@@ -86,6 +83,7 @@ class WorkerProcess:
         self.argv = argv  # a replacement command line (tests start misbehaving workers this way)
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False  # SIGSTOPped by us
+        self.exempt = False  # being stopped or killed: never SIGSTOPped again
         self.started_at = 0.0
 
     @property
@@ -113,6 +111,7 @@ class WorkerProcess:
         finally:
             log.close()
         self.started_at = time.monotonic()
+        self.stopped = self.exempt = False
 
     def poll(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
@@ -129,27 +128,46 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
 
+    def release(self) -> None:
+        """Continue the worker for good: it is about to be stopped or killed."""
+        self.exempt = True
+        self.thaw()
+
     def freeze(self) -> None:
-        if self.alive() and not self.stopped:
+        if self.alive() and not self.stopped and not self.exempt:
             self.frozen.add(self.pid)  # recorded before the stop, so a crash here is recoverable
             self._group(signal.SIGSTOP)
             self.stopped = True
 
     def thaw(self) -> None:
+        """Continue the worker (if we stopped it) and drop it from the registry."""
+        if self.proc is None:
+            return
         if self.stopped:
             self._group(signal.SIGCONT)
             self.stopped = False
-            self.frozen.discard(self.pid)
+        self.frozen.discard(self.pid)
+
+    def freeze_for_cycle(self) -> None:
+        """SIGSTOP within a duty cycle (the pid is already in the registry)."""
+        if not self.stopped and not self.exempt and self.alive():
+            self._group(signal.SIGSTOP)
+            self.stopped = True
+
+    def thaw_for_cycle(self) -> None:
+        if self.stopped:
+            self._group(signal.SIGCONT)
+            self.stopped = False
 
     def terminate(self) -> None:
         """SIGTERM (the worker checkpoints and exits); continued first if stopped."""
         if self.alive():
-            self.thaw()
+            self.release()
             self._group(signal.SIGTERM)
 
     def kill(self) -> None:
         if self.proc is not None:
-            self.thaw()
+            self.release()
             self._group(signal.SIGKILL)
 
     def wait(self, timeout: float) -> int | None:

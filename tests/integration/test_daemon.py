@@ -182,7 +182,7 @@ def test_second_daemon_refused_and_hostile_messages_answered(daemon: Path) -> No
                 assert c.call("ping")["pong"]
                 assert c.call("status")["jobs"] == []
             c.close()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]

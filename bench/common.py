@@ -1,0 +1,59 @@
+"""Helpers shared by the benchmark scripts: built-in data, medians, a null link, and docs output."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from macgpt.config.presets import get_preset
+from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
+from macgpt.data.texts import load_corpus
+from macgpt.worker.batches import token_stream
+from macgpt.worker.tokenizer import BPETokenizer
+from macgpt.worker.trainer import Trainer
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def builtin_streams(vocab: int = 2000) -> tuple[BPETokenizer, torch.Tensor, torch.Tensor]:
+    train = load_corpus([builtin_path(BUILTIN_TRAIN)]).texts
+    tok = BPETokenizer.train(train, vocab)
+    test = load_corpus([builtin_path(BUILTIN_TEST)]).texts
+    return tok, token_stream(tok, train), token_stream(tok, test)
+
+
+def preset_trainer(name: str, tok: BPETokenizer, train: torch.Tensor, test: torch.Tensor, **train_overrides: Any) -> Trainer:
+    p = get_preset(name)
+    mc = dataclasses.replace(p.model, vocab_size=tok.vocab_size)
+    tc = dataclasses.replace(p.train, **train_overrides)
+    return Trainer(mc, tc, tok, train, test, torch.device("cpu"))
+
+
+class NullLink:
+    """The worker loop's link with nobody listening: events are built and dropped."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send(self, kind: str, **fields: Any) -> None:
+        self.sent += 1
+
+    def poll(self, timeout_ms: int = 0) -> list[dict[str, Any]]:
+        return []
+
+    def orphaned(self) -> bool:
+        return False
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def say(*parts: Any) -> None:
+    print(*parts, flush=True)
+    sys.stdout.flush()

@@ -1,0 +1,307 @@
+"""The governor's policy: a pure function from (readings, limits, state, time) to actions.
+
+Levers, gentlest first: fewer threads, a smaller micro-batch (memory), a cooperative pause,
+a SIGSTOP/SIGCONT duty cycle (a fraction of the time, or a full stop), checkpoint-and-exit,
+and kill-and-restart. Nothing here touches a process: ``governance`` applies the actions.
+
+CPU: our budget is ``max_cpu`` minus the *highest* other load seen during the hold time, so
+load that appears is answered at the next reading (within a second) while resources come back
+only after the load has stayed low for the whole hold time. Threads follow the budget; the
+duty cycle closes the loop on the CPU we actually measure, so a worker that ignores its thread
+command is held to the budget all the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from macgpt.config.limits import Limits
+from macgpt.supervisor.monitor import Readings
+
+
+@dataclass(frozen=True)
+class Tuning:
+    hold: float = 5.0  # seconds the load must stay low before resources are given back
+    stop_below: float = 0.12  # a budget under this many cores stops the worker instead
+    tolerance: float = 2.0  # machine-percent deadband around the CPU budget
+    max_step_up: float = 1.5  # the duty cycle grows at most this much per reading
+    mem_margin: float = 2.0  # memory must fall this many points under max_memory to give back
+    batch_wait: float = 1.5  # seconds for a smaller batch to show before the next lever
+    evict_after: float = 10.0  # seconds paused over the memory limit before checkpoint-and-exit
+    max_memory_kills: int = 3  # kills for memory before the job fails
+    rss_factor: float = 4.0  # a worker RSS this many times its expected size is "far beyond"
+
+
+@dataclass(frozen=True)
+class JobGov:
+    """What the governor knows and has decided for one job's worker."""
+
+    job: int
+    max_threads: int
+    batch_size: int
+    expected_rss: int
+    threads: int
+    micro_batch: int
+    duty: float = 1.0  # share of time the worker may run (1: free, 0: stopped)
+    mem_paused: bool = False
+    mem_paused_at: float = 0.0
+    batch_changed_at: float = -1e9
+    user_paused: bool = False
+    training: bool = False  # the worker reported its first step (knobs work from then on)
+    progress: int = 0  # input: the worker's progress marks (steps, set-up phases); heartbeats do not count
+    last_progress: int = 0
+    stall: float = 0.0  # seconds it was allowed to run without progress
+    memory_kills: int = 0
+    mode: str = "full"  # full | throttled | stopped | memory | battery
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class GovState:
+    jobs: dict[int, JobGov] = field(default_factory=dict)
+    other: tuple[tuple[float, float], ...] = ()  # (time, other CPU) within the hold window
+    low_memory_since: float | None = None  # when memory last fell under the give-back mark
+    last_mem: float | None = None  # memory percent at the previous reading (to see a leak coming)
+
+
+# -- actions --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SetThreads:
+    job: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class SetBatch:
+    job: int
+    micro_batch: int
+
+
+@dataclass(frozen=True)
+class SetDuty:
+    job: int
+    duty: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    job: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    job: int
+
+
+@dataclass(frozen=True)
+class Evict:
+    """Checkpoint and exit (a stopped process keeps its memory); the job waits for memory."""
+
+    job: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Kill now and restart from the last checkpoint (with a smaller batch for memory)."""
+
+    job: int
+    reason: str
+    kind: str  # "memory" | "hang"
+
+
+@dataclass(frozen=True)
+class Fail:
+    job: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """A decision worth telling the user about, with the readings behind it."""
+
+    job: int
+    mode: str
+    message: str
+    readings: dict[str, float]
+
+
+Action = SetThreads | SetBatch | SetDuty | Pause | Resume | Evict | Kill | Fail | Note
+
+
+# -- the policy -----------------------------------------------------------------------------------
+def effective_max_cpu(r: Readings, limits: Limits) -> tuple[float, str | None]:
+    if r.on_battery and limits.on_battery == "pause":
+        return 0.0, "on battery power (policy: pause)"
+    if r.on_battery and limits.on_battery == "throttle":
+        return limits.max_cpu / 2, "on battery power (policy: throttle to half)"
+    return limits.max_cpu, None
+
+
+def decide(r: Readings, limits: Limits, state: GovState, tuning: Tuning = Tuning()) -> tuple[GovState, list[Action]]:
+    """One governor step."""
+    window = tuple((t, o) for t, o in state.other if r.t - t < tuning.hold)
+    if r.valid or not window:  # an invalid reading's other load is not trusted
+        window = (*window, (r.t, r.other_cpu))
+    other = max(o for _, o in window)
+    max_cpu, battery = effective_max_cpu(r, limits)
+    governed = [j for j in state.jobs.values() if j.training and not j.user_paused and j.job in r.workers]
+    per_core = 100.0 / r.ncpu
+    budget = max(0.0, max_cpu - other) / max(1, len(governed))
+
+    soft, hard = limits.max_memory, limits.hard_memory_percent
+    mem = r.mem_percent
+    if r.memory_pressure == "warn":
+        mem = max(mem, soft + 0.1)
+    elif r.memory_pressure == "critical":
+        mem = max(mem, hard)
+    low_since = None
+    if mem < soft - tuning.mem_margin:
+        low_since = r.t if state.low_memory_since is None else state.low_memory_since
+    memory_back = low_since is not None and r.t - low_since >= tuning.hold
+
+    # a leak is stopped before it passes the hard limit: look one reading ahead
+    projected = mem + max(0.0, mem - state.last_mem) if state.last_mem is not None else mem
+    ctx = _Context(r, limits, budget, per_core, mem, projected, soft, hard, memory_back, battery, other, tuning)
+    actions: list[Action] = []
+    jobs = dict(state.jobs)
+    for job in state.jobs.values():
+        if job.job not in r.workers:
+            continue
+        new, acts = _decide_job(job, ctx, job in governed)
+        jobs[job.job] = new
+        actions.extend(acts)
+    return GovState(jobs, window, low_since, r.mem_percent), actions
+
+
+@dataclass(frozen=True)
+class _Context:
+    r: Readings
+    limits: Limits
+    budget: float  # machine CPU percent each governed worker may use
+    per_core: float
+    mem: float
+    projected: float
+    soft: float
+    hard: float
+    memory_back: bool
+    battery: str | None
+    other: float
+    tuning: Tuning
+
+
+def _decide_job(job: JobGov, c: _Context, governed: bool) -> tuple[JobGov, list[Action]]:
+    r, t = c.r, c.tuning
+    w = r.workers[job.job]
+    j = _memory(job, c, w.rss, governed)
+    if isinstance(j, tuple):
+        return j
+    acts = _memory_actions(job, j)
+    if j.message != job.message:
+        acts.append(Note(j.job, j.mode, j.message, r.brief()))
+
+    # Hang: time the worker was free to run without progress (heartbeats are not progress).
+    if j.progress != j.last_progress:
+        j = dataclasses.replace(j, last_progress=j.progress, stall=0.0)
+    elif j.duty > 0 and not j.mem_paused and not j.user_paused and not w.stopped:
+        j = dataclasses.replace(j, stall=j.stall + r.interval * j.duty)
+    if j.stall >= c.limits.hang_seconds:
+        msg = f"no progress for {j.stall:.0f}s: killed and restarting from the last checkpoint"
+        j = dataclasses.replace(j, stall=0.0, mode="hang", message=msg)
+        return j, [*acts, Kill(j.job, msg, "hang"), Note(j.job, "hang", msg, r.brief())]
+    if not governed:
+        return j, acts
+
+    # CPU: threads to fit the budget, and a duty cycle closing the loop on what we measure.
+    budget, per_core = c.budget, c.per_core
+    if budget < t.stop_below * per_core:
+        duty, threads = 0.0, j.threads
+    else:
+        threads = max(1, min(j.max_threads, math.ceil(budget / per_core - 0.05)))
+        if j.duty == 0.0:
+            duty = min(1.0, budget / (threads * per_core))
+        elif w.cpu > budget + t.tolerance:
+            duty = j.duty * budget / w.cpu
+        elif w.cpu < budget - t.tolerance and j.duty < 1.0:
+            duty = min(1.0, j.duty * t.max_step_up, j.duty * budget / max(w.cpu, 1e-3))
+        else:
+            duty = j.duty
+        duty = 1.0 if duty >= 0.97 else max(0.05, duty)
+    if threads != j.threads:
+        acts.append(SetThreads(j.job, threads))
+    if duty != j.duty:
+        acts.append(SetDuty(j.job, duty))
+    limit = c.limits.max_cpu
+    if duty == 0.0:
+        mode = "battery" if c.battery else "stopped"
+        message = f"stopped: {c.battery or f'other programs use {c.other:.0f}% CPU, limit {limit:g}%'}"
+    elif threads < j.max_threads or duty < 1.0:
+        mode = "throttled"
+        message = (f"throttled to {threads} thread(s)" + (f" at {duty:.0%} duty" if duty < 1 else "")
+                   + f": budget {budget:.0f}% CPU = limit {limit:g}% - other programs {c.other:.0f}%")
+    else:
+        mode, message = "full", f"full speed: other programs use {c.other:.0f}% CPU, limit {limit:g}%"
+    if j.mode == "memory" and (j.mem_paused or j.micro_batch < j.batch_size):
+        mode, message = "memory", j.message
+    changed = mode != j.mode or threads != j.threads or (duty == 0) != (j.duty == 0)
+    if changed and message != j.message:  # a new duty alone is no event: status shows it
+        acts.append(Note(j.job, mode, message, r.brief()))
+    return dataclasses.replace(j, threads=threads, duty=duty, mode=mode, message=message), acts
+
+
+def _memory(job: JobGov, c: _Context, rss: int, governed: bool) -> JobGov | tuple[JobGov, list[Action]]:
+    """The memory levers: kill over the hard limit (or a runaway worker); over the soft limit a
+    smaller batch, then a pause, then checkpoint-and-exit; give back after the hold time."""
+    j, r, t = job, c.r, c.tuning
+    far_beyond = rss > t.rss_factor * j.expected_rss
+    if c.mem >= c.hard or c.projected >= c.hard or far_beyond:
+        why = (f"worker RSS {rss / 2**20:.0f} MB is far beyond its expected {j.expected_rss / 2**20:.0f} MB"
+               if far_beyond else f"memory at {c.mem:.0f}% heading over the hard limit {c.hard:.0f}%")
+        kills = j.memory_kills + 1
+        if kills > t.max_memory_kills:
+            msg = f"killed {kills - 1} times for memory; last: {why}"
+            return dataclasses.replace(j, memory_kills=kills, mode="failed", message=msg), [Fail(j.job, msg)]
+        smaller = max(1, j.micro_batch // 2)
+        msg = f"killed, restarting from the last checkpoint with batch {smaller}/{j.batch_size}: {why}"
+        j = dataclasses.replace(j, memory_kills=kills, micro_batch=smaller, mode="memory", message=msg)
+        return j, [Kill(j.job, why, "memory"), Note(j.job, "memory", msg, r.brief())]
+    if not governed:
+        return j
+    over = f"memory {c.mem:.0f}% over the limit {c.soft:g}%"
+    if c.mem >= c.soft:
+        if j.micro_batch > 1 and r.t - j.batch_changed_at >= t.batch_wait:
+            smaller = max(1, j.micro_batch // 2)
+            return dataclasses.replace(j, micro_batch=smaller, batch_changed_at=r.t, mode="memory",
+                                       message=f"batch {smaller}/{j.batch_size}: {over}")
+        if j.micro_batch == 1 and not j.mem_paused and r.t - j.batch_changed_at >= t.batch_wait:
+            return dataclasses.replace(j, mem_paused=True, mem_paused_at=r.t, mode="memory",
+                                       message=f"paused: {over} even at batch 1")
+        if j.mem_paused and r.t - j.mem_paused_at >= t.evict_after:
+            msg = f"checkpoint and exit: {over} while paused (a paused process keeps its memory)"
+            j = dataclasses.replace(j, mode="memory", message=msg)
+            return j, [Evict(j.job, msg), Note(j.job, "memory", msg, r.brief())]
+    elif c.memory_back:
+        if j.mem_paused:
+            return dataclasses.replace(j, mem_paused=False, mode="full",
+                                       message=f"resumed: memory back to {c.mem:.0f}%")
+        if j.micro_batch < j.batch_size and r.t - j.batch_changed_at >= t.hold:
+            bigger = min(j.batch_size, j.micro_batch * 2)
+            while j.batch_size % bigger:
+                bigger -= 1
+            return dataclasses.replace(j, micro_batch=bigger, batch_changed_at=r.t, mode="memory",
+                                       message=f"batch {bigger}/{j.batch_size}: memory back to {c.mem:.0f}%")
+    return j
+
+
+def _memory_actions(old: JobGov, new: JobGov) -> list[Action]:
+    acts: list[Action] = []
+    if new.micro_batch != old.micro_batch:
+        acts.append(SetBatch(new.job, new.micro_batch))
+    if new.mem_paused and not old.mem_paused:
+        acts.append(Pause(new.job, "memory"))
+    if old.mem_paused and not new.mem_paused:
+        acts.append(Resume(new.job))
+    return acts

@@ -1,0 +1,113 @@
+"""The governor with real processes on this machine: a real trainer under a CPU or memory hog, and
+workers that misbehave on purpose (greedy, hung, leaking, crashing). Local processes, bounded time."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+
+from .live import Hog, LiveRun, governor
+
+TINY = ["tiny", "--steps", "1000000", "--set", "vocab_size=500", "--batch-size", "4"]
+
+
+def test_cpu_hog_stops_the_trainer_within_a_second_and_it_comes_back_after_the_hold(home: Path) -> None:
+    run = LiveRun([*TINY, "--set", "log_interval=5"], home)
+    try:
+        run.wait(lambda e: e["event"] == "metrics", timeout=60)
+        time.sleep(1.0)
+        hog = Hog()
+        t0 = time.monotonic()
+        i, _ = run.wait(lambda e: governor(e, "stopped"), timeout=10)
+        reaction = run.times[i] - t0
+        pid = run.kinds("spawned")[-1]["pid"]
+        assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
+        time.sleep(2.0)
+        hog.stop()
+        t1 = time.monotonic()
+        j, _back = run.wait(lambda e: e["event"] == "governor" and e.get("state") in ("throttled", "full"), after=i)
+        release = run.times[j] - t1
+        assert reaction <= 1.5, reaction
+        assert 4.0 <= release <= 7.0, release  # the hold time (5 s) plus a reading
+        k, first = run.wait(lambda e: e["event"] == "metrics", after=j, timeout=15)
+        _, later = run.wait(lambda e: e["event"] == "metrics", after=k + 1, timeout=15)
+        assert later["step"] > first["step"]  # training again (duty-cycled to the budget)
+    finally:
+        assert run.stop() == 130
+
+
+def test_memory_hog_shrinks_the_batch_then_pauses_and_gives_back(home: Path) -> None:
+    vm = psutil.virtual_memory()
+    used = vm.percent + 100 * 380 * 2**20 / vm.total  # the machine's use plus the tiny trainer's ~360 MB
+    hog_mb = int(vm.total * 0.035 / 2**20)  # 3.5% of this machine
+    run = LiveRun([*TINY, "--max-memory", f"{used + 2.5:.1f}", "--hard-memory", f"{used + 15:.1f}"], home)
+    try:
+        run.wait(lambda e: e["event"] == "metrics", timeout=60)
+        hog = Hog(1, mb=hog_mb)
+        i, shrink = run.wait(lambda e: governor(e, "memory") and e["message"].startswith("batch 2/4"), timeout=20)
+        run.wait(lambda e: e["event"] == "governor" and e["message"].startswith("batch 1/4"), after=i, timeout=10)
+        j, _ = run.wait(lambda e: e["event"] == "governor" and e["message"].startswith("paused"), after=i, timeout=10)
+        run.wait(lambda e: e["event"] == "paused", after=j, timeout=10)
+        hog.stop()
+        k, _ = run.wait(lambda e: e["event"] == "governor" and e["message"].startswith("resumed"), after=j, timeout=20)
+        run.wait(lambda e: e["event"] == "resumed", after=k, timeout=10)
+        assert shrink["readings"]["mem_percent"] >= used + 2.5
+    finally:
+        run.stop()
+
+
+def test_a_greedy_worker_that_ignores_commands_is_held_to_the_cpu_limit(home: Path) -> None:
+    run = LiveRun([*TINY, "--max-cpu", "50"], home, rogue="greedy")
+    try:
+        run.wait(lambda e: e["event"] == "started", timeout=30)
+        run.wait(lambda e: governor(e, "throttled"), timeout=10)
+        time.sleep(2.0)  # let the duty cycle settle
+        psutil.cpu_percent()
+        samples = [psutil.cpu_percent(interval=0.5) for _ in range(8)]
+        average = sum(samples) / len(samples)
+        assert average <= 50 + 8, samples
+        assert average >= 25, samples  # throttled, not simply stopped
+    finally:
+        run.stop()
+
+
+def test_a_hung_worker_is_killed_and_restarted(home: Path) -> None:
+    run = LiveRun([*TINY, "--hang-seconds", "3"], home, rogue="hang")
+    try:
+        i, _ = run.wait(lambda e: e["event"] == "started", timeout=30)
+        j, restart = run.wait(lambda e: e["event"] == "restarting", timeout=15)
+        assert 2.5 <= run.times[j] - run.times[i] <= 12.0  # 3 s of running without progress
+        assert "stopped making progress" in restart["last_error"]
+        run.wait(lambda e: e["event"] == "spawned", after=j, timeout=10)
+    finally:
+        run.stop()
+
+
+def test_a_crashing_worker_backs_off_then_the_job_fails(home: Path) -> None:
+    run = LiveRun(TINY, home, rogue="crash")
+    code = run.proc.wait(60)
+    run._reader.join(5)
+    delays = [e["in_seconds"] for e in run.kinds("restarting")]
+    assert delays == [0.5, 1.0, 2.0, 4.0]
+    assert run.kinds("gave_up") and code == 1
+    summary = run.events[-1]
+    assert summary["result"] == "failed" and "rogue crash on purpose" in summary["error"]
+
+
+def test_a_leaking_worker_is_stopped_before_the_hard_limit_then_the_job_fails(home: Path) -> None:
+    vm = psutil.virtual_memory()
+    used = vm.percent
+    hard = used + 6
+    run = LiveRun([*TINY, "--max-memory", f"{used + 3:.1f}", "--hard-memory", f"{hard:.1f}"], home, rogue="leak",
+                  ROGUE_LEAK_MB="30")
+    peak = 0.0
+    while run.proc.poll() is None:
+        peak = max(peak, psutil.virtual_memory().percent)
+        time.sleep(0.02)
+    run._reader.join(5)
+    kills = [e for e in run.kinds("governor") if e["message"].startswith("killed")]
+    assert len(kills) == 3 and run.proc.returncode == 1
+    assert "killed 3 times for memory" in run.events[-1]["error"]
+    assert peak < hard, (peak, hard)

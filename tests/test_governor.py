@@ -1,0 +1,207 @@
+"""The governor's policy on synthetic readings: every lever, hysteresis, battery, memory, hangs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from macgpt.config.limits import Limits
+from macgpt.supervisor import governor as g
+from macgpt.supervisor.monitor import Readings, WorkerReading
+
+MB = 2**20
+LIMITS = Limits(max_cpu=70, max_memory=60, hang_seconds=60)
+
+
+def reading(t: float, other: float = 2.0, ours: dict[int, float] | None = None, mem: float = 30.0,
+            rss: int = 400 * MB, battery: bool | None = None, pressure: str | None = None,
+            stopped: bool = False, valid: bool = True) -> Readings:
+    ours = {1: 0.0} if ours is None else ours
+    workers = {j: WorkerReading(100 + j, c, rss, stopped) for j, c in ours.items()}
+    total = min(100.0, other + sum(ours.values()))
+    return Readings(t=t, interval=0.25, ncpu=2, total_cpu=total, ours_cpu=sum(ours.values()),
+                    other_cpu=total - sum(ours.values()), mem_percent=mem, mem_available=0, mem_total=0,
+                    swap_percent=0, workers=workers, on_battery=battery, battery_percent=50 if battery else None,
+                    memory_pressure=pressure, valid=valid)
+
+
+def job(jid: int = 1, **kw) -> g.JobGov:
+    base = dict(job=jid, max_threads=2, batch_size=16, expected_rss=500 * MB, threads=2, micro_batch=16,
+                training=True)
+    return g.JobGov(**{**base, **kw})
+
+
+def state(*jobs: g.JobGov) -> g.GovState:
+    return g.GovState(jobs={j.job: j for j in jobs})
+
+
+class Plant:
+    """A worker: CPU = duty x threads x one core (or x every core when it ignores thread commands)."""
+
+    def __init__(self, obeys_threads: bool = True) -> None:
+        self.obeys = obeys_threads
+
+    def cpu(self, j: g.JobGov) -> float:
+        threads = j.threads if self.obeys else 2
+        return j.duty * threads * 50.0
+
+
+def run(st: g.GovState, steps: int, other=lambda t: 2.0, plant: Plant | None = None, t0: float = 0.0,
+        limits: Limits = LIMITS, **kw) -> tuple[g.GovState, list[tuple[float, g.Action]], list[float]]:
+    plant = plant or Plant()
+    log, totals = [], []
+    for i in range(steps):
+        t = t0 + i * 0.25
+        room = max(0.0, 100.0 - other(t)) / max(1, len(st.jobs))  # workers run at idle priority
+        ours = {jid: min(plant.cpu(j), room) for jid, j in st.jobs.items()}
+        r = reading(t, other=other(t), ours=ours, **kw)
+        st, acts = g.decide(r, limits, st)
+        log += [(t, a) for a in acts]
+        totals.append(r.total_cpu)
+    return st, log, totals
+
+
+def of(log, kind):
+    return [a for _, a in log if isinstance(a, kind)]
+
+
+def test_idle_machine_settles_at_the_limit_with_every_thread() -> None:
+    st, log, totals = run(state(job()), 40)
+    assert st.jobs[1].threads == 2
+    assert all(abs(t - 70) <= 5 for t in totals[8:]), totals
+    assert not of(log, g.SetThreads)
+
+
+def test_a_worker_that_ignores_thread_commands_is_held_by_the_duty_cycle() -> None:
+    _st, log, totals = run(state(job()), 60, other=lambda t: 30.0, plant=Plant(obeys_threads=False))
+    assert of(log, g.SetThreads)[0].threads == 1  # asked for one thread (budget 40% < one core)
+    assert all(abs(t - 70) <= 5 for t in totals[12:]), totals
+
+
+def test_load_appearing_stops_within_one_reading_and_returns_after_the_hold() -> None:
+    busy = lambda t: 95.0 if 10 <= t < 20 else 2.0  # noqa: E731
+    _st, log, _ = run(state(job()), 160, other=busy)
+    duties = [(t, a.duty) for t, a in log if isinstance(a, g.SetDuty)]
+    stop_t = next(t for t, d in duties if d == 0.0)
+    assert 10 <= stop_t <= 10.25  # the first reading with the load
+    back_t = next(t for t, d in duties if t > stop_t and d > 0)
+    assert 24.5 <= back_t <= 25.5  # the last busy reading at 19.75 + a hold of 5 s
+    notes = [a.message for a in of(log, g.Note)]
+    assert any("stopped: other programs use 95% CPU, limit 70%" in n for n in notes)
+
+
+def test_no_oscillation_under_a_flickering_load() -> None:
+    flicker = lambda t: 60.0 if int(t * 4) % 2 else 5.0  # noqa: E731  (changes every reading)
+    _st, log, totals = run(state(job()), 200, other=flicker)
+    assert len(of(log, g.SetThreads)) <= 1  # the held maximum decides: one change, no flapping
+    assert len(of(log, g.Note)) <= 3
+    assert max(totals[20:]) <= 75
+
+
+def test_battery_policies() -> None:
+    st, _log, _ = run(state(job()), 4, battery=True)
+    assert st.jobs[1].duty == 0 and st.jobs[1].mode == "battery"
+    st, _, totals = run(state(job()), 40, battery=True, limits=dataclasses.replace(LIMITS, on_battery="throttle"))
+    assert abs(totals[-1] - 35) <= 5 and st.jobs[1].threads == 1
+    st, _, totals = run(state(job()), 40, battery=True, limits=dataclasses.replace(LIMITS, on_battery="run"))
+    assert abs(totals[-1] - 70) <= 5
+
+
+def test_two_workers_share_the_budget() -> None:
+    st, _, totals = run(state(job(1), job(2)), 60)
+    assert abs(totals[-1] - 70) <= 5
+    assert st.jobs[1].threads == st.jobs[2].threads == 1
+
+
+def test_user_paused_and_starting_workers_are_not_throttled() -> None:
+    _st, log, _ = run(state(job(user_paused=True), job(2, training=False)), 10, other=lambda t: 95.0)
+    assert not of(log, g.SetDuty)
+
+
+def test_memory_soft_limit_batch_then_pause_then_checkpoint_and_exit() -> None:
+    _st, log, _ = run(state(job()), 100, mem=65.0)
+    batches = [a.micro_batch for a in of(log, g.SetBatch)]
+    assert batches == [8, 4, 2, 1]
+    assert of(log, g.Pause) == [g.Pause(1, "memory")]
+    assert len(of(log, g.Evict)) >= 1 and not of(log, g.Kill)
+    times = [t for t, a in log if isinstance(a, g.SetBatch | g.Pause | g.Evict)]
+    assert times == sorted(times) and times[1] - times[0] >= 1.5
+
+
+def test_memory_comes_back_resume_then_bigger_batches() -> None:
+    st = state(job(micro_batch=2, mem_paused=True, mode="memory"))
+    st, log, _ = run(st, 120, mem=40.0)
+    assert of(log, g.Resume) == [g.Resume(1)]
+    assert [a.micro_batch for a in of(log, g.SetBatch)] == [4, 8, 16]
+    assert st.jobs[1].mode == "throttled"  # back under the CPU policy alone
+
+
+def test_hard_limit_kills_and_restarts_smaller_then_fails_after_repeated_leaks() -> None:
+    st = state(job())
+    kills = []
+    for i in range(4):
+        st, acts = g.decide(reading(i * 10.0, mem=80.0), LIMITS, st)
+        kills += acts
+    assert [type(a) for a in kills if not isinstance(a, g.Note)] == [g.Kill, g.Kill, g.Kill, g.Fail]
+    assert kills[0].kind == "memory"
+    assert "killed 3 times for memory" in next(a for a in kills if isinstance(a, g.Fail)).reason
+
+
+def test_a_leak_is_stopped_before_it_passes_the_hard_limit() -> None:
+    st = state(job())
+    st, acts = g.decide(reading(0.0, mem=68.0), LIMITS, st)
+    assert not any(isinstance(a, g.Kill) for a in acts)
+    st, acts = g.decide(reading(0.25, mem=72.0), LIMITS, st)  # +4 per reading: 76 next time
+    assert any(isinstance(a, g.Kill) for a in acts)
+
+
+def test_a_worker_far_beyond_its_expected_size_is_killed_even_with_memory_to_spare() -> None:
+    _, acts = g.decide(reading(0.0, mem=20.0, rss=3000 * MB), LIMITS, state(job()))
+    kill = next(a for a in acts if isinstance(a, g.Kill))
+    assert "far beyond its expected 500 MB" in kill.reason
+
+
+def test_macos_memory_pressure_counts() -> None:
+    _, acts = g.decide(reading(0.0, mem=20.0, pressure="critical"), LIMITS, state(job()))
+    assert any(isinstance(a, g.Kill) for a in acts)
+    _, acts = g.decide(reading(2.0, mem=20.0, pressure="warn"), LIMITS, state(job()))
+    assert any(isinstance(a, g.SetBatch) for a in acts)
+
+
+def test_hang_detected_from_progress_not_heartbeats() -> None:
+    limits = dataclasses.replace(LIMITS, hang_seconds=10)
+    _st, log, _ = run(state(job(progress=5, last_progress=5)), 60, limits=limits)  # 15 s, no progress
+    kills = of(log, g.Kill)
+    assert len(kills) == 1 and kills[0].kind == "hang"
+    kill_t = next(t for t, a in log if isinstance(a, g.Kill))
+    assert 13.5 <= kill_t <= 15.0  # 10 s of running at 70% duty
+
+
+def test_time_stopped_by_us_is_not_a_hang() -> None:
+    limits = dataclasses.replace(LIMITS, hang_seconds=10)
+    _st, log, _ = run(state(job()), 120, other=lambda t: 95.0, limits=limits)
+    assert not of(log, g.Kill)
+
+
+def test_progress_resets_the_hang_clock() -> None:
+    limits = dataclasses.replace(LIMITS, hang_seconds=10)
+    st = state(job())
+    for i in range(120):
+        j = st.jobs[1]
+        st = dataclasses.replace(st, jobs={1: dataclasses.replace(j, progress=j.progress + (i % 20 == 0))})
+        st, acts = g.decide(reading(i * 0.25, ours={1: 100 * st.jobs[1].duty}), limits, st)
+        assert not any(isinstance(a, g.Kill) for a in acts)
+
+
+def test_an_invalid_reading_does_not_count_as_other_load() -> None:
+    st, _, _ = run(state(job()), 8)
+    new, acts = g.decide(reading(2.0, other=99.0, ours={1: 1.0}, valid=False), LIMITS, st)
+    assert not any(isinstance(a, g.SetDuty) and a.duty == 0 for a in acts)
+    assert max(o for _, o in new.other) < 10
+
+
+@pytest.mark.parametrize("limit", [30, 50, 90])
+def test_settles_near_any_limit(limit: float) -> None:
+    _, _, totals = run(state(job()), 60, limits=dataclasses.replace(LIMITS, max_cpu=limit))
+    assert abs(sum(totals[-12:]) / 12 - limit) <= 5
