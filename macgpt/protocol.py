@@ -145,7 +145,7 @@ def _names(kinds: tuple[type, ...]) -> str:
     return " or ".join("map" if k is dict else k.__name__ for k in kinds)
 
 
-JOB = Arg(int, lo=1, hi=2**62)
+JOB = Arg(int, required=True, lo=1, hi=2**62)
 OPT_JOB = Arg((int, type(None)), lo=1, hi=2**62)
 PERCENT = Arg((float, type(None)), lo=1, hi=100)
 

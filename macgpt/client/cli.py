@@ -14,8 +14,7 @@ import click
 from macgpt import __version__
 from macgpt.client.exitcodes import Exit
 from macgpt.client.options import check_data, job_options, spec_from_options
-from macgpt.config.schema import ConfigError
-from macgpt.data.texts import DataError
+from macgpt.errors import ConfigError, DataError
 from macgpt.paths import PathError, layout
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import click
 
 from macgpt.client.exitcodes import Exit
-from macgpt.config.limits import BATTERY_POLICIES, Limits
+from macgpt.config import BATTERY_POLICIES
+from macgpt.config.limits import Limits
 from macgpt.config.schema import ConfigError
 from macgpt.paths import Layout, PathError, layout
 from macgpt.supervisor.lock import holder

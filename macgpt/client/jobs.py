@@ -7,17 +7,19 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from macgpt.client import render
 from macgpt.client.connection import Client, DaemonNotRunning, RemoteError
 from macgpt.client.exitcodes import Exit
-from macgpt.config.estimate import fmt_bytes
-from macgpt.config.job import JobSpec
+from macgpt.client.render import fmt_bytes
 from macgpt.paths import layout
 from macgpt.protocol import FINISHED
+
+if TYPE_CHECKING:
+    from macgpt.config.job import JobSpec
 
 
 def _client(home: str | None) -> Client:
@@ -151,40 +153,36 @@ def status(home: str | None, job: int | None, as_json: bool) -> int:
     if as_json:
         print(json.dumps(r, ensure_ascii=False, default=str))
         return Exit.OK
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
     d = r["daemon"]
     lim = d["limits"]
-    console.print(f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}; limits: CPU ≤ {lim['max_cpu']:g}%, "
-                  f"memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}"
-                  + (f"; governor: {d['governor'].get('message')}" if d.get("governor", {}).get("message") else ""),
-                  highlight=False)
+    governor = (d.get("governor") or {}).get("message")
+    click.echo(f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}; limits: CPU ≤ {lim['max_cpu']:g}%, "
+               f"memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}" + (f"; {governor}" if governor else ""))
     if not r["jobs"]:
-        console.print("no jobs yet: macgpt submit tiny")
+        click.echo("no jobs yet: macgpt submit tiny")
         return Exit.OK
-    table = Table(show_header=True, header_style="bold", box=None)
-    for col in ("id", "name", "config", "state", "step", "loss", "eval", "speed", "threads", "batch", "cpu",
-                "mem", "ckpt age"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for j in r["jobs"]:
         state = j["state"] + (f" ({j['reason']})" if j.get("reason") else "")
         batch = "-" if j["batch_size"] is None else (
             f"{j['micro_batch']}/{j['batch_size']}" if j["micro_batch"] != j["batch_size"] else str(j["batch_size"]))
-        table.add_row(
-            str(j["id"]), j["name"], j["config"], state, f"{j['step']}/{j['max_steps']}",
-            render.fmt_num(j["loss"], 3), render.fmt_num(j["eval_loss"], 3),
+        rows.append([
+            str(j["id"]), j["name"], j["config"], state if len(state) <= 48 else state[:47] + "…",
+            f"{j['step']}/{j['max_steps']}", render.fmt_num(j["loss"], 3), render.fmt_num(j["eval_loss"], 3),
             "-" if j["steps_per_s"] is None else f"{j['steps_per_s']:.1f}/s",
             "-" if j["threads"] is None else str(j["threads"]), batch,
             "-" if j.get("cpu_percent") is None else f"{j['cpu_percent']:.0f}%",
-            "-" if j["rss"] is None else fmt_bytes(j["rss"]),
-            render.fmt_duration(j["checkpoint_age"]),
-        )
-    console.print(table)
+            "-" if j["rss"] is None else fmt_bytes(j["rss"]), render.fmt_duration(j["checkpoint_age"]),
+        ])
+    click.echo(render.table(["ID", "NAME", "CONFIG", "STATE", "STEP", "LOSS", "EVAL", "SPEED", "THREADS", "BATCH",
+                             "CPU", "MEM", "CKPT AGE"], rows))
     for j in r["jobs"]:
         if j.get("governor"):
-            console.print(f"job {j['id']}: {j['governor']}", highlight=False)
+            click.echo(f"job {j['id']}: {j['governor']}")
+        if j.get("warning") and j["state"] not in ("completed", "cancelled"):
+            click.echo(f"job {j['id']}: ⚠ {j['warning']}")
+        if len(j.get("reason") or "") > 48 and j["state"] not in ("completed",):
+            click.echo(f"job {j['id']}: {j['state']}: {j['reason']}")
     return Exit.OK
 
 

@@ -15,7 +15,8 @@ import click
 
 from macgpt.client import render, sysinfo
 from macgpt.client.exitcodes import Exit
-from macgpt.config.estimate import RUNTIME_BYTES, estimate, fmt_bytes
+from macgpt.client.render import fmt_bytes
+from macgpt.config.estimate import RUNTIME_BYTES, estimate
 from macgpt.config.job import JobSpec
 from macgpt.paths import Layout
 
@@ -74,7 +75,7 @@ def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bo
         return Exit.INTERRUPTED
     if outcome.result == "invalid":
         return Exit.USAGE
-    return Exit.FAILURE
+    return Exit.FAILURE  # failed, or "disk": a checkpoint could not be written
 
 
 def _header(spec: JobSpec, job_dir: Path) -> None:

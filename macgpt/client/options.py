@@ -7,14 +7,16 @@ message (field, value, allowed range) whichever command it came through.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from macgpt.config.job import JobSpec, build_spec, parse_set
-from macgpt.config.limits import BATTERY_POLICIES, Limits
-from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
-from macgpt.data.texts import load_corpus
+from macgpt.config import BATTERY_POLICIES
+
+if TYPE_CHECKING:
+    from macgpt.config.job import JobSpec
+    from macgpt.config.limits import Limits
+
 
 FIELD_OPTIONS = {  # option name -> config field
     "steps": "steps", "batch_size": "batch_size", "lr": "lr", "block_size": "block_size",
@@ -55,6 +57,9 @@ def job_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def spec_from_options(opts: dict[str, Any], base_limits: Limits | None = None) -> JobSpec:
     """Validated JobSpec from the shared options; ConfigError or DataError on bad input."""
+    from macgpt.config.job import build_spec, parse_set
+    from macgpt.config.limits import Limits
+
     overrides: dict[str, Any] = dict(parse_set(opts.get("set_pairs") or ()))
     for opt, fld in FIELD_OPTIONS.items():
         if opts.get(opt) is not None:
@@ -71,6 +76,9 @@ def spec_from_options(opts: dict[str, Any], base_limits: Limits | None = None) -
 
 def check_data(spec: JobSpec) -> tuple[int, int]:
     """Read and validate the job's data now, before anything runs; (train texts, eval texts)."""
+    from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
+    from macgpt.data.texts import load_corpus
+
     train = load_corpus(list(spec.data) or [builtin_path(BUILTIN_TRAIN)])
     evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
     return len(train.texts), (len(load_corpus(evals).texts) if evals else 0)

@@ -6,7 +6,13 @@ import json
 import time
 from typing import Any
 
-from macgpt.config.estimate import fmt_bytes
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.1f}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -99,3 +105,11 @@ def setup_line(d: dict[str, Any]) -> str | None:
 
 def json_line(kind: str, d: dict[str, Any]) -> str:
     return json.dumps({"event": kind, "time": round(time.time(), 3), **d}, ensure_ascii=False, default=str)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain aligned table (no dependency: `macgpt status` must start fast)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)

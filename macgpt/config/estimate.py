@@ -49,11 +49,3 @@ def estimate(cfg: ModelConfig, batch_size: int) -> Estimate:
     # weights, gradients and AdamW's two moments: four copies of every parameter
     training = 4 * weights + activation_bytes(cfg, batch_size)
     return Estimate(block, total, weights, training)
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.1f}{unit}" if unit != "B" else f"{int(n)}B"
-        n /= 1024
-    raise AssertionError("unreachable")

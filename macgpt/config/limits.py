@@ -10,9 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from macgpt.config import BATTERY_POLICIES
 from macgpt.config.schema import Bound, ConfigError, parse_value
-
-BATTERY_POLICIES = ("pause", "throttle", "run")
 
 _BOUNDS: dict[str, Bound] = {
     "max_cpu": Bound(float, 1, 100, help="total machine CPU percent"),

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from macgpt.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field, the value and the range."""
+__all__ = ["ConfigError"]
 
 
 @dataclass(frozen=True)

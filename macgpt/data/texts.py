@@ -12,21 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from macgpt.errors import DataError
+
+__all__ = ["Corpus", "DataError", "load_corpus"]
+
 MAX_REPORTED = 10
 JSONL_SUFFIXES = (".jsonl", ".json")
 TEXT_SUFFIXES = (".txt",)
-
-
-class DataError(ValueError):
-    """One or more data problems; ``problems`` holds one 'path:line:col: message' line each."""
-
-    def __init__(self, problems: list[str], more: int = 0) -> None:
-        self.problems = problems
-        self.more = more
-        lines = list(problems)
-        if more:
-            lines.append(f"... and {more} more problem(s)")
-        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,17 @@ and before it answers a history request, so history plus the live stream never l
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
 import zmq
 
 from macgpt import protocol
+from macgpt.log import get
 from macgpt.supervisor.store import JobStore
+
+log = get("macgpt.bus")
 
 
 class EventBus:
@@ -40,6 +44,11 @@ class EventBus:
         return seq
 
     def flush(self) -> None:
+        """Store the buffered events; on a database error they stay buffered for the next try."""
         if self._buffer:
-            batch, self._buffer = self._buffer, []
-            self.store.append_events(batch)
+            try:
+                self.store.append_events(self._buffer)
+            except sqlite3.Error as e:
+                log.error("events_not_stored", error=str(e), buffered=len(self._buffer))
+                return
+            self._buffer = []

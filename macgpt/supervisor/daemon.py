@@ -222,6 +222,9 @@ class Daemon:
         elif ended == "invalid":
             message = (live.failure or {}).get("message")
             self._transition(job_id, JobState.FAILED, message, error=message)
+        elif ended == "disk":
+            message = (live.failure or {}).get("message")
+            self._transition(job_id, JobState.PAUSED, f"disk: {message}", error=message)
         elif reason == "cancel":
             self._transition(job_id, JobState.CANCELLED, "user")
         elif reason == "daemon stopping":
@@ -293,6 +296,7 @@ class Daemon:
             self.store.update(job_id, error=str(data.get("message"))[:2000])
             log.error("worker_" + kind, job=job_id, message=data.get("message"))
         elif kind == "warning":
+            self.store.update(job_id, warning=str(data.get("message"))[:2000])
             log.warning("worker_warning", job=job_id, message=data.get("message"))
         self.bus.emit(job_id, kind, data)
 

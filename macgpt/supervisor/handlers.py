@@ -116,7 +116,7 @@ def job_view(daemon: Daemon, job: dict[str, Any]) -> dict[str, Any]:
     """A job row as `status` shows it, live numbers merged in when a worker runs."""
     view = {k: job[k] for k in ("id", "name", "config", "state", "reason", "step", "max_steps", "loss",
                                 "eval_loss", "checkpoint", "checkpoint_step", "checkpoint_time",
-                                "final_model", "error", "restarts", "created", "started", "finished")}
+                                "final_model", "error", "warning", "restarts", "created", "started", "finished")}
     view["max_steps"] = job["max_steps"]
     view["checkpoint_age"] = time.time() - job["checkpoint_time"] if job["checkpoint_time"] else None
     view.update(pid=None, threads=None, batch_size=None, micro_batch=None, steps_per_s=None,

@@ -24,4 +24,6 @@ def next_restart(crash_times: list[float], now: float, policy: RestartPolicy) ->
     recent = [t for t in crash_times if now - t <= policy.window]
     if len(recent) >= policy.max_crashes:
         return None
-    return min(policy.max_delay, policy.base_delay * 2 ** max(0, len(recent) - 1))
+    if len(recent) <= 1:
+        return 0.0  # a first crash is most likely a one-off: straight back
+    return min(policy.max_delay, policy.base_delay * 2 ** (len(recent) - 2))

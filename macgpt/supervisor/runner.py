@@ -109,8 +109,8 @@ class JobRunner:
         self.worker.kill()
 
     def tick(self) -> str | None:
-        """Reap the worker; returns how it ended ('completed', 'stopped', 'invalid', 'crashed')
-        once it has exited, else None."""
+        """Reap the worker; returns how it ended ('completed', 'stopped', 'invalid', 'disk',
+        'crashed') once it has exited, else None."""
         code = self.worker.poll()
         if code is None:
             self._escalate()
@@ -124,6 +124,8 @@ class JobRunner:
             return "completed"
         if code == 2 and self.live.failure and not self.live.failure.get("retry", True):
             return "invalid"
+        if code == 3 and self.live.failure and self.live.failure.get("cause") == "disk":
+            return "disk"
         if self.stop_reason is not None:
             return "stopped"
         return "crashed"

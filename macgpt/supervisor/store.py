@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     checkpoint_time REAL,
     final_model TEXT,
     error TEXT,
+    warning TEXT,
     restarts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 PROGRESS_FIELDS = frozenset({"step", "loss", "eval_loss", "checkpoint", "checkpoint_step", "checkpoint_time",
-                             "final_model", "error", "restarts", "started", "finished", "max_steps"})
+                             "final_model", "error", "warning", "restarts", "started", "finished", "max_steps"})
 
 
 class StoreError(Exception):
@@ -79,6 +80,8 @@ class JobStore:
                 raise StoreError(f"{self.path}: written by a newer macgpt (schema {version}); upgrade macgpt")
             if version < SCHEMA_VERSION:
                 self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            with self.tx():  # can we write? (another process holding a write lock fails here, clearly)
+                pass
         except sqlite3.OperationalError as e:
             if "locked" in str(e):
                 raise StoreError(f"{self.path}: the database is locked by another process ({e}); "

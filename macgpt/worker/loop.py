@@ -20,6 +20,11 @@ HEARTBEAT_SECONDS = 0.5
 GENERATION_TEST = dict(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1)
 
 
+class CheckpointWriteError(Exception):
+    """A checkpoint could not be written (a full disk, a read-only or missing directory): the
+    worker stops rather than train on without a way to keep its progress."""
+
+
 class Link(Protocol):
     def send(self, kind: str, **fields: Any) -> None: ...
     def poll(self, timeout_ms: int = 0) -> list[dict[str, Any]]: ...
@@ -91,7 +96,11 @@ class TrainingLoop:
         if ev:
             self.link.send("eval", step=t.step, **ev)
         self._checkpoint("final")
-        final = checkpoint.save_final(self.job_dir, {**t.state_dict(), "kind": "final"})
+        try:
+            final = checkpoint.save_final(self.job_dir, {**t.state_dict(), "kind": "final"})
+        except OSError as e:
+            raise CheckpointWriteError(f"the final model could not be written to {self.job_dir}: {e.strerror or e}; "
+                                       "the last checkpoint is intact. Free some disk space, then resume the job.") from e
         self.link.send(
             "completed", step=t.step, final_model=str(final), train_loss=t.recent_loss,
             avg_loss=t.avg_loss, eval_loss=ev["loss"] if ev else None,
@@ -102,8 +111,7 @@ class TrainingLoop:
 
     def _stop(self) -> str:
         info = self._checkpoint(self.stop_reason or "stop")
-        self.link.send("stopped", step=self.t.step, reason=self.stop_reason,
-                       checkpoint=info["path"] if info else None)
+        self.link.send("stopped", step=self.t.step, reason=self.stop_reason, checkpoint=info["path"])
         return "stopped"
 
     # -- periodic work ----------------------------------------------------------------------
@@ -141,14 +149,17 @@ class TrainingLoop:
         if ev:
             self.link.send("eval", step=self.t.step, **ev)
 
-    def _checkpoint(self, reason: str) -> dict[str, Any] | None:
+    def _checkpoint(self, reason: str) -> dict[str, Any]:
         start = time.perf_counter()
         try:
             path = checkpoint.save(self.job_dir, self.t.state_dict())
         except OSError as e:
-            self.link.send("error", message=f"checkpoint at step {self.t.step} failed: {e.strerror or e}",
-                           where="checkpoint", errno=e.errno)
-            return None
+            kept = checkpoint.checkpoint_files(self.job_dir)
+            previous = f"the previous checkpoint {kept[0][1]} is intact" if kept else "no earlier checkpoint exists"
+            raise CheckpointWriteError(
+                f"the checkpoint at step {self.t.step} could not be written to {self.job_dir}: {e.strerror or e}; "
+                f"{previous}. Free some disk space, then resume the job."
+            ) from e
         info = {"step": self.t.step, "path": str(path), "reason": reason,
                 "bytes": path.stat().st_size, "seconds": round(time.perf_counter() - start, 4)}
         self.last_checkpoint = info
@@ -189,10 +200,7 @@ class TrainingLoop:
             self.link.send("resumed", step=t.step)
             return {"step": t.step}
         if cmd == "checkpoint":
-            info = self._checkpoint("request")
-            if info is None:
-                raise ValueError("checkpoint failed (see the error event)")
-            return info
+            return self._checkpoint("request")
         if cmd == "stop":
             self.request_stop(str(args.get("reason", "request")))
             return {"step": t.step}

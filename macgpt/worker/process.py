@@ -5,7 +5,8 @@ priority before any thread exists, then sets up and runs the training loop. Sign
 record a stop request; the loop checkpoints and leaves at the next step boundary.
 
 Exit codes: 0 completed or stopped on request, 2 the job itself is invalid (bad data,
-incompatible checkpoint: restarting will not help), anything else a crash.
+incompatible checkpoint: restarting will not help), 3 a checkpoint could not be written (a full
+disk: restarting will not help until space is freed), anything else a crash.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 EXIT_OK = 0
 EXIT_JOB_INVALID = 2
+EXIT_DISK = 3  # a checkpoint could not be written: the job waits for the user to free space
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +75,7 @@ def _run(args: argparse.Namespace, link: Any, t0: float, pending_stop: list[str]
 
     link.send("setup", phase="torch", seconds=round(time.perf_counter() - t0, 3))
     from macgpt.worker.batches import DataTooShort
-    from macgpt.worker.loop import TrainingLoop
+    from macgpt.worker.loop import CheckpointWriteError, TrainingLoop
     from macgpt.worker.setup import ResumeError, prepare
 
     def note(phase: str, **fields: Any) -> None:
@@ -90,6 +92,9 @@ def _run(args: argparse.Namespace, link: Any, t0: float, pending_stop: list[str]
         loop.request_stop(pending_stop[0])
     try:
         loop.run()
+    except CheckpointWriteError as e:
+        link.send("failed", message=str(e), retry=False, cause="disk")
+        return EXIT_DISK
     except Exception as e:
         link.send("failed", message=f"{type(e).__name__}: {e}", retry=True,
                   traceback=traceback.format_exc()[-4000:])

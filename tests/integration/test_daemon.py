@@ -43,7 +43,12 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
 
 
 def job(jid: int) -> dict:
-    return cli_json("status", str(jid))["jobs"][0]
+    """One job's status through the client library (polling with a CLI process per look is slow)."""
+    client = Client(layout())
+    try:
+        return client.call("status", {"job": jid})["jobs"][0]
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_memory_hog_shrinks_the_batch_then_pauses_and_gives_back(home: Path) -> 
 
 def test_a_greedy_worker_that_ignores_commands_is_held_to_the_cpu_limit(home: Path) -> None:
     run = LiveRun([*TINY, "--max-cpu", "50"], home, rogue="greedy")
-    try:
+    try:  # (it ignores a stop too: the home's reaper ends it after the test)
         run.wait(lambda e: e["event"] == "started", timeout=30)
         run.wait(lambda e: governor(e, "throttled"), timeout=10)
         time.sleep(2.0)  # let the duty cycle settle
@@ -70,7 +70,7 @@ def test_a_greedy_worker_that_ignores_commands_is_held_to_the_cpu_limit(home: Pa
         assert average <= 50 + 8, samples
         assert average >= 25, samples  # throttled, not simply stopped
     finally:
-        run.stop()
+        run.proc.kill()
 
 
 def test_a_hung_worker_is_killed_and_restarted(home: Path) -> None:
@@ -90,7 +90,7 @@ def test_a_crashing_worker_backs_off_then_the_job_fails(home: Path) -> None:
     code = run.proc.wait(60)
     run._reader.join(5)
     delays = [e["in_seconds"] for e in run.kinds("restarting")]
-    assert delays == [0.5, 1.0, 2.0, 4.0]
+    assert delays == [0.0, 0.5, 1.0, 2.0]
     assert run.kinds("gave_up") and code == 1
     summary = run.events[-1]
     assert summary["result"] == "failed" and "rogue crash on purpose" in summary["error"]
@@ -101,7 +101,7 @@ def test_a_leaking_worker_is_stopped_before_the_hard_limit_then_the_job_fails(ho
     used = vm.percent
     hard = used + 6
     run = LiveRun([*TINY, "--max-memory", f"{used + 3:.1f}", "--hard-memory", f"{hard:.1f}"], home, rogue="leak",
-                  ROGUE_LEAK_MB="30")
+                  ROGUE_LEAK_MB="60")
     peak = 0.0
     while run.proc.poll() is None:
         peak = max(peak, psutil.virtual_memory().percent)

@@ -53,10 +53,12 @@ def test_real_corpus_and_tokenizer_reuse(home: Path, tmp_path: Path) -> None:
     assert code == 0, err
     origins = [e["origin"] for e in events if e["event"] == "setup" and e.get("phase") == "tokenizer"]
     assert origins == ["trained"]
-    code, events, err = run_json(["train", "tiny", "--steps", "20", "--out", str(tmp_path / "b"), *data, *SMALL_RUN])
+    assert events[-1]["eval_loss"] > events[-1]["train_loss"] - 1.0  # held-out text is harder
+    train_only = ["--data", str(REAL_CHAT / "train.jsonl")]  # no eval data: nothing to evaluate
+    code, events, err = run_json(["train", "tiny", "--steps", "2", "--out", str(tmp_path / "b"), *train_only, *SMALL_RUN])
     assert code == 0, err
     assert [e["origin"] for e in events if e.get("phase") == "tokenizer"] == ["cache"]
-    assert events[-1]["eval_loss"] > events[-1]["train_loss"] - 1.0
+    assert events[-1]["eval_loss"] is None
 
 
 def test_bad_input_is_refused_before_anything_runs(home: Path, tmp_path: Path) -> None:
@@ -138,7 +140,7 @@ class Killer:
 
 
 def test_sigkill_at_random_moments_resumes_to_bitwise_identical_weights(home: Path, tmp_path: Path) -> None:
-    common = ["train", "tiny", "--steps", "400", "--seed", "5", *SMALL_RUN, "--json",
+    common = ["train", "tiny", "--steps", "240", "--seed", "5", *SMALL_RUN, "--json",
               "--set", "checkpoint_interval=7", "--set", "checkpoint_seconds=0", "--set", "sample_interval=50",
               "--set", "dropout=0.1"]
     clean = subprocess.run([MACGPT, *common, "--out", str(tmp_path / "clean")], capture_output=True, text=True,
@@ -150,12 +152,12 @@ def test_sigkill_at_random_moments_resumes_to_bitwise_identical_weights(home: Pa
     killer = Killer(proc, job, kills=10, rng=random.Random(1234))
     proc.wait(timeout=400)
     killer.thread.join(5)
-    assert proc.returncode == 0, proc.stderr.read()
+    assert proc.returncode == 0, (proc.stderr.read(), killer.events[-3:], killer.killed)
     assert len(killer.killed) >= 10 and "mid-write" in killer.killed, killer.killed
     assert sum(e["event"] == "restarting" for e in killer.events) >= 10
     a = load_file(tmp_path / "clean" / "final_model.pt")
     b = load_file(job / "final_model.pt")
-    assert a["step"] == b["step"] == 400
+    assert a["step"] == b["step"] == 240
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
