@@ -38,7 +38,9 @@ def limit_options(f: Any) -> Any:
         click.option("--max-concurrent", type=click.IntRange(1, 64), default=1, show_default=True,
                      help="jobs trained at the same time"),
         click.option("--tcp-port", type=click.IntRange(1, 65535), default=None,
-                     help="also listen on tcp://127.0.0.1:PORT (loopback only)"),
+                     help="also listen on TCP (off by default), on --tcp-host"),
+        click.option("--tcp-host", default="127.0.0.1", show_default=True,
+                     help="address for --tcp-port; only loopback addresses are accepted"),
     ]):
         f = opt(f)
     return f
@@ -61,6 +63,17 @@ def _layout(ctx: click.Context) -> Layout:
         sys.exit(Exit.USAGE)
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def saved_limits(lay: Layout) -> Limits:
     path = lay.home / "limits.json"
     if path.exists():
@@ -77,7 +90,7 @@ def saved_limits(lay: Layout) -> Limits:
 @click.pass_context
 def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_battery: str | None,
         hard_memory: float | None, hang_seconds: float | None, max_concurrent: int, tcp_port: int | None,
-        json_logs: bool) -> None:
+        tcp_host: str, json_logs: bool) -> None:
     """Run the daemon in the foreground (for launchd, systemd and debugging)."""
     import os
 
@@ -87,6 +100,12 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
     from macgpt.supervisor.store import StoreError
 
     lay = _layout(ctx)
+    if tcp_port is not None and not _loopback(tcp_host):
+        click.echo(f"macgptd: refusing to listen on {tcp_host}:{tcp_port}: the control socket accepts every "
+                   "command (submit, cancel, shutdown) and only loopback is safe without authentication and "
+                   "encryption (ZeroMQ CURVE keys, which macgpt does not set up). Use --tcp-host 127.0.0.1 and, "
+                   f"from another machine, an SSH tunnel: ssh -L {tcp_port}:127.0.0.1:{tcp_port} THIS-HOST", err=True)
+        sys.exit(Exit.USAGE)
     log.setup(lay.log_file, console=True, json_console=json_logs)
     try:
         limits = saved_limits(lay).updated({"max_cpu": max_cpu, "max_memory": max_memory, "on_battery": on_battery,
@@ -95,7 +114,8 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
         click.echo(f"error: {e}", err=True)
         sys.exit(Exit.USAGE)
     argv_env = os.environ.get("MACGPT_WORKER_ARGV")  # tests run deliberately misbehaving workers
-    daemon = Daemon(lay, limits, max_concurrent, tcp_port, json.loads(argv_env) if argv_env else None)
+    daemon = Daemon(lay, limits, max_concurrent, (tcp_host, tcp_port) if tcp_port else None,
+                    json.loads(argv_env) if argv_env else None)
     try:
         daemon.open()
     except AlreadyRunning as e:

@@ -39,12 +39,12 @@ IDLE_POLL_MS = 500
 
 
 class Daemon:
-    def __init__(self, lay: Layout, limits: Limits, max_concurrent: int = 1, tcp_port: int | None = None,
+    def __init__(self, lay: Layout, limits: Limits, max_concurrent: int = 1, tcp: tuple[str, int] | None = None,
                  worker_argv: list[str] | None = None) -> None:
         self.lay = lay
         self.limits = limits
         self.max_concurrent = max_concurrent
-        self.tcp_port = tcp_port
+        self.tcp = tcp  # (loopback host, port), checked by the CLI
         self.worker_argv = worker_argv
         self.lock = DaemonLock(lay.lock)
         self.started = time.time()
@@ -70,8 +70,8 @@ class Daemon:
             for path in ("control.sock", "events.sock", "workers.sock"):
                 (self.lay.runtime / path).unlink(missing_ok=True)
             self.control.bind(self.lay.control)
-            if self.tcp_port:
-                self.control.bind(f"tcp://127.0.0.1:{self.tcp_port}")
+            if self.tcp:
+                self.control.bind(f"tcp://{self.tcp[0]}:{self.tcp[1]}")
             self.pub = self.ctx.socket(zmq.PUB)
             self.pub.setsockopt(zmq.LINGER, 0)
             self.pub.setsockopt(zmq.SNDHWM, 100_000)

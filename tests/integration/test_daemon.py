@@ -203,3 +203,31 @@ def test_runtime_dir_and_socket_are_private(daemon: Path) -> None:
     assert oct(os.stat(lay.runtime).st_mode & 0o777) == "0o700"
     for name in ("control.sock", "events.sock", "workers.sock"):
         assert oct(os.stat(lay.runtime / name).st_mode & 0o777) == "0o600"
+
+
+def test_tcp_is_off_by_default_loopback_only_when_on(home: Path) -> None:
+    import psutil
+
+    r = subprocess.run([MACGPTD, "start"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0
+    pid = json.loads(subprocess.run([MACGPTD, "status", "--json"], capture_output=True, text=True).stdout)["pid"]
+    assert not [c for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    subprocess.run([MACGPTD, "stop"], capture_output=True, timeout=60)
+
+    refused = subprocess.run([MACGPTD, "run", "--tcp-port", "47811", "--tcp-host", "0.0.0.0"], capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode == 2 and "only loopback is safe" in refused.stderr and "CURVE" in refused.stderr
+
+    r = subprocess.run([MACGPTD, "start", "--tcp-port", "47811"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    pid = json.loads(subprocess.run([MACGPTD, "status", "--json"], capture_output=True, text=True).stdout)["pid"]
+    listening = [c.laddr for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", 47811)]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.connect("tcp://127.0.0.1:47811")
+    sock.send(protocol.make_request(1, "ping"))
+    assert protocol.unpack(sock.recv())["result"]["pong"] is True
+    sock.close(0)
+    subprocess.run([MACGPTD, "stop"], capture_output=True, timeout=60)
