@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from macgpt.ckptformat import FOOTER, MAGIC
 from macgpt.worker import checkpoint
-from macgpt.worker.checkpoint import FOOTER, MAGIC, CheckpointError
+from macgpt.worker.checkpoint import CheckpointError
 
 from .conftest import MACGPT
 from .helpers import trainer

@@ -159,8 +159,14 @@ def check_prompt(prompt: str) -> str:
 
 
 def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool) -> int:
+    from macgpt.ckptformat import CheckpointError, verify_file
+
+    try:
+        verify_file(path)  # before torch loads: a wrong file is refused at once
+    except CheckpointError as e:
+        click.echo(f"error: {e}", err=True)
+        return Exit.USAGE
     from macgpt.worker import offline
-    from macgpt.worker.checkpoint import CheckpointError
     from macgpt.worker.sampling import SampleParams
 
     streaming = not as_json
@@ -190,13 +196,16 @@ def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool)
 
 
 def evaluate(path: Path, data: list[str], as_json: bool) -> int:
+    from macgpt.ckptformat import CheckpointError, verify_file
     from macgpt.data import BUILTIN_TEST, builtin_path
-    from macgpt.data.texts import DataError
-    from macgpt.worker import offline
-    from macgpt.worker.checkpoint import CheckpointError
+    from macgpt.data.texts import DataError, load_corpus
 
     files = list(data) or [str(builtin_path(BUILTIN_TEST))]
     try:
+        verify_file(path)  # before torch loads: a wrong file or bad data is refused at once
+        load_corpus(files)
+        from macgpt.worker import offline
+
         r = offline.evaluate(path, files)
     except CheckpointError as e:
         click.echo(f"error: {e}", err=True)

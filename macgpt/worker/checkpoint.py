@@ -1,71 +1,50 @@
 """Checkpoint files: atomic, checksummed, never unpickled, the last two kept.
 
-A file is ``torch.save`` bytes followed by a 48-byte footer (magic, SHA-256 of the payload,
-payload length). Loading verifies the footer before anything is parsed, then uses
-``torch.load(weights_only=True)``, which refuses any object that could run code.
+A file is ``torch.save`` bytes sealed by ``macgpt.ckptformat`` (magic, SHA-256, length). Loading
+verifies the seal before anything is parsed, then uses ``torch.load(weights_only=True)``, which
+refuses any object that could run code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from macgpt import ckptformat
+from macgpt.ckptformat import CheckpointError
 from macgpt.fsutil import atomic_write_bytes
 
-MAGIC = b"MGPTCKP1"
-FOOTER = struct.Struct("<8s32sQ")
 FORMAT_VERSION = 1
 NAME_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")
 FINAL_NAME = "final_model.pt"
 
-
-class CheckpointError(Exception):
-    """A file is not a loadable macgpt checkpoint; the message says why."""
+__all__ = ["CheckpointError", "checkpoint_files", "load_file", "load_latest", "save", "save_final"]
 
 
 def encode(state: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **state}, buf)
-    payload = buf.getvalue()
-    return payload + FOOTER.pack(MAGIC, hashlib.sha256(payload).digest(), len(payload))
+    return ckptformat.seal(buf.getvalue())
 
 
 def decode(data: bytes, where: str = "checkpoint") -> dict[str, Any]:
-    if len(data) < FOOTER.size:
-        raise CheckpointError(f"{where}: too short to be a macgpt checkpoint ({len(data)} bytes)")
-    magic, digest, length = FOOTER.unpack_from(data, len(data) - FOOTER.size)
-    if magic != MAGIC:
-        raise CheckpointError(f"{where}: not a macgpt checkpoint (no macgpt footer)")
-    payload = memoryview(data)[: len(data) - FOOTER.size]
-    if length != len(payload):
-        raise CheckpointError(f"{where}: truncated or extended (expected {length} payload bytes, found {len(payload)})")
-    if hashlib.sha256(payload).digest() != digest:
-        raise CheckpointError(f"{where}: checksum mismatch (the file is damaged)")
+    payload = ckptformat.verified_payload(data, where)
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses code-carrying pickles with UnpicklingError
         raise CheckpointError(f"{where}: refused to load: {type(e).__name__}: {str(e)[:300]}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{where}: unsupported checkpoint format {state.get('format') if isinstance(state, dict) else '?'}")
+        version = state.get("format") if isinstance(state, dict) else "?"
+        raise CheckpointError(f"{where}: unsupported checkpoint format {version}")
     return state
 
 
 def load_file(path: Path) -> dict[str, Any]:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
-    return decode(data, str(path))
+    return decode(ckptformat.read(path), str(path))
 
 
 def checkpoint_files(job_dir: Path) -> list[tuple[int, Path]]:

@@ -1,0 +1,50 @@
+"""The checkpoint file format without torch: a ``torch.save`` payload followed by a 48-byte footer
+(magic, SHA-256 of the payload, payload length). Verifying a file needs no torch, so the CLI
+refuses a wrong or damaged ``--model`` file at once."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+MAGIC = b"MGPTCKP1"
+FOOTER = struct.Struct("<8s32sQ")
+
+
+class CheckpointError(Exception):
+    """A file is not a loadable macgpt checkpoint; the message says why."""
+
+
+def seal(payload: bytes) -> bytes:
+    return payload + FOOTER.pack(MAGIC, hashlib.sha256(payload).digest(), len(payload))
+
+
+def verified_payload(data: bytes, where: str = "checkpoint") -> memoryview:
+    """The payload of a sealed file, after checking magic, length and checksum."""
+    if len(data) < FOOTER.size:
+        raise CheckpointError(f"{where}: too short to be a macgpt checkpoint ({len(data)} bytes)")
+    magic, digest, length = FOOTER.unpack_from(data, len(data) - FOOTER.size)
+    if magic != MAGIC:
+        raise CheckpointError(f"{where}: not a macgpt checkpoint (no macgpt footer)")
+    payload = memoryview(data)[: len(data) - FOOTER.size]
+    if length != len(payload):
+        raise CheckpointError(f"{where}: truncated or extended (expected {length} payload bytes, found {len(payload)})")
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{where}: checksum mismatch (the file is damaged)")
+    return payload
+
+
+def read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def verify_file(path: Path) -> None:
+    verified_payload(read(path), str(path))
