@@ -205,3 +205,8 @@ def test_an_invalid_reading_does_not_count_as_other_load() -> None:
 def test_settles_near_any_limit(limit: float) -> None:
     _, _, totals = run(state(job()), 60, limits=dataclasses.replace(LIMITS, max_cpu=limit))
     assert abs(sum(totals[-12:]) / 12 - limit) <= 5
+
+
+def test_nothing_is_decided_before_a_trustworthy_reading() -> None:
+    st, acts = g.decide(reading(0.0, other=90.0, valid=False), LIMITS, state(job()))
+    assert acts == [] and st.other == ()

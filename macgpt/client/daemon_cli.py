@@ -35,6 +35,8 @@ def limit_options(f: Any) -> Any:
                      help="memory percent at which a worker is killed (default: max-memory + 15)"),
         click.option("--hang-seconds", type=click.FloatRange(1, 86400), default=None,
                      help="seconds without progress before a worker is restarted (default 60)"),
+        click.option("--max-crashes", type=click.IntRange(1, 1000), default=None,
+                     help="crashes without saved progress before a job fails (default 8)"),
         click.option("--max-concurrent", type=click.IntRange(1, 64), default=1, show_default=True,
                      help="jobs trained at the same time"),
         click.option("--tcp-port", type=click.IntRange(1, 65535), default=None,
@@ -89,8 +91,8 @@ def saved_limits(lay: Layout) -> Limits:
 @click.option("--json-logs", is_flag=True, help="JSON log lines on stderr too")
 @click.pass_context
 def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_battery: str | None,
-        hard_memory: float | None, hang_seconds: float | None, max_concurrent: int, tcp_port: int | None,
-        tcp_host: str, json_logs: bool) -> None:
+        hard_memory: float | None, hang_seconds: float | None, max_crashes: int | None, max_concurrent: int,
+        tcp_port: int | None, tcp_host: str, json_logs: bool) -> None:
     """Run the daemon in the foreground (for launchd, systemd and debugging)."""
     import os
 
@@ -109,7 +111,8 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
     log.setup(lay.log_file, console=True, json_console=json_logs)
     try:
         limits = saved_limits(lay).updated({"max_cpu": max_cpu, "max_memory": max_memory, "on_battery": on_battery,
-                                            "hard_memory": hard_memory, "hang_seconds": hang_seconds})
+                                            "hard_memory": hard_memory, "hang_seconds": hang_seconds,
+                                            "max_crashes": max_crashes})
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(Exit.USAGE)

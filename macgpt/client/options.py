@@ -49,6 +49,7 @@ def job_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--hard-memory", metavar="P", help="memory percent at which the worker is killed "
                      "and restarted smaller (default: max-memory + 15)"),
         click.option("--hang-seconds", metavar="S", help="seconds without progress before a restart (default 60)"),
+        click.option("--max-crashes", metavar="N", help="crashes without saved progress before the job fails (default 8)"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -67,7 +68,7 @@ def spec_from_options(opts: dict[str, Any], base_limits: Limits | None = None) -
     limits = (base_limits or Limits()).updated({
         "max_cpu": opts.get("max_cpu"), "max_memory": opts.get("max_memory"),
         "on_battery": opts.get("on_battery"), "hard_memory": opts.get("hard_memory"),
-        "hang_seconds": opts.get("hang_seconds"),
+        "hang_seconds": opts.get("hang_seconds"), "max_crashes": opts.get("max_crashes"),
     })
     spec = build_spec(opts["config"], overrides, opts.get("data") or (), opts.get("eval_data") or (),
                       opts.get("name") or "", limits)

@@ -19,6 +19,7 @@ _BOUNDS: dict[str, Bound] = {
     "hard_memory": Bound(float, 0, 100, help="memory percent at which a worker is killed (0: max_memory + 15)"),
     "on_battery": Bound(str, choices=BATTERY_POLICIES, help="what to do on battery power"),
     "hang_seconds": Bound(float, 1, 86400, help="seconds without step progress before a restart"),
+    "max_crashes": Bound(int, 1, 1000, help="crashes without saved progress before a job fails"),
 }
 
 
@@ -29,6 +30,7 @@ class Limits:
     hard_memory: float = 0.0
     on_battery: str = "pause"
     hang_seconds: float = 60.0
+    max_crashes: int = 8
 
     @property
     def hard_memory_percent(self) -> float:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from macgpt.config.limits import Limits
@@ -54,6 +56,7 @@ class Governance:
         self.state = g.GovState()
         self.last: Readings | None = None
         self.crashes: dict[int, list[float]] = {}
+        self._saved_step: dict[int, int] = {}  # newest checkpoint step on disk at the last crash
         self.restarts = 0
         self.failures: dict[int, str] = {}
         self.evicted: set[int] = set()
@@ -149,10 +152,12 @@ class Governance:
             return self._forget(job, ExitDecision("done"))
         now = self.clock()
         history = self.crashes.setdefault(job, [])
-        if runner.live.checkpoint is not None:
-            history.clear()  # it saved progress since it started: not a crash loop
+        newest = _newest_checkpoint_step(runner.job_dir)
+        if newest > self._saved_step.get(job, -1):
+            history.clear()  # progress was saved since the last crash: not a crash loop
+        self._saved_step[job] = newest
         history.append(now)
-        delay = next_restart(history, now, self.policy)
+        delay = next_restart(history, now, dataclasses.replace(self.policy, max_crashes=self.limits.max_crashes))
         last = (runner.live.failure or {}).get("message") or (
             "it stopped making progress" if reason == "governor:hang" else f"exit code {runner.exit_code}")
         if delay is None:
@@ -165,6 +170,7 @@ class Governance:
 
     def _forget(self, job: int, decision: ExitDecision) -> ExitDecision:
         self.crashes.pop(job, None)
+        self._saved_step.pop(job, None)
         self.state = dataclasses.replace(self.state, jobs={k: v for k, v in self.state.jobs.items() if k != job})
         return decision
 
@@ -226,6 +232,12 @@ class Governance:
 
     def close(self) -> None:
         self.cycler.close()
+
+
+def _newest_checkpoint_step(job_dir: Path) -> int:
+    """The step of the newest checkpoint file (from its name; even one whose event was lost)."""
+    steps = [int(m.group(1)) for p in job_dir.glob("ckpt-*.pt") if (m := re.match(r"ckpt-(\d+)\.pt$", p.name))]
+    return max(steps, default=-1)
 
 
 def _lower_tree(pid: int) -> None:

@@ -144,8 +144,10 @@ def effective_max_cpu(r: Readings, limits: Limits) -> tuple[float, str | None]:
 def decide(r: Readings, limits: Limits, state: GovState, tuning: Tuning = Tuning()) -> tuple[GovState, list[Action]]:
     """One governor step."""
     window = tuple((t, o) for t, o in state.other if r.t - t < tuning.hold)
-    if r.valid or not window:  # an invalid reading's other load is not trusted
+    if r.valid:  # an invalid reading's other load is not trusted
         window = (*window, (r.t, r.other_cpu))
+    if not window:
+        return dataclasses.replace(state, other=window), []  # nothing trustworthy to act on yet
     other = max(o for _, o in window)
     max_cpu, battery = effective_max_cpu(r, limits)
     governed = [j for j in state.jobs.values() if j.training and not j.user_paused and j.job in r.workers]

@@ -72,8 +72,11 @@ class Monitor:
         self._children: dict[int, tuple[int, ...]] = {}
         self._children_at: dict[int, float] = {}
         self._cpu: dict[int, float] = {}  # pid -> its CPU seconds at the last reading
+        self._self_cpu = 0.0
+        self._own_cpu(1.0)
         self._battery: tuple[bool | None, float | None] = (None, None)
         self._battery_at = -1e9
+        self._first = True  # the first interval is start-up noise (ours included): never trusted
 
     def read(self, workers: dict[int, int]) -> Readings:
         """One reading; ``workers`` maps job id to worker pid."""
@@ -98,10 +101,11 @@ class Monitor:
         for p in set(self._cpu) - tracked:
             self._cpu.pop(p, None)
             self._kids.pop(p, None)
-        ours = sum(w.cpu for w in readings.values())
+        ours = sum(w.cpu for w in readings.values()) + self._own_cpu(dt)
         vm = psutil.virtual_memory()
         swap = psutil.swap_memory()
         on_battery, percent = self._read_battery(now)
+        valid, self._first = valid and not self._first, False
         return Readings(
             t=now, interval=dt, ncpu=self.ncpu, total_cpu=total, ours_cpu=min(ours, 100.0),
             other_cpu=max(0.0, total - ours), mem_percent=vm.percent, mem_available=vm.available,
@@ -145,6 +149,13 @@ class Monitor:
             seconds += max(0.0, total - last)
         cpu = 100.0 * seconds / (dt * self.ncpu)
         return WorkerReading(pid, cpu, rss, stopped), complete
+
+    def _own_cpu(self, dt: float) -> float:
+        """The supervisor's own CPU (and its guardian's): ours, not other programs'."""
+        t = os.times()
+        now = t.user + t.system + t.children_user + t.children_system
+        last, self._self_cpu = self._self_cpu, now
+        return max(0.0, 100.0 * (now - last) / (dt * self.ncpu))
 
     def _handle(self, pid: int) -> psutil.Process:
         handle = self._kids.get(pid)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    max_crashes: int = 5  # crashes within ``window`` seconds before the job fails
+    max_crashes: int = 8  # crashes without saved progress within ``window`` seconds before the job fails
     window: float = 600.0
     base_delay: float = 0.5
     max_delay: float = 60.0

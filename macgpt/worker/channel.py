@@ -53,4 +53,6 @@ class ZmqLink:
         return os.getppid() != self.ppid
 
     def close(self) -> None:
+        """Close and wait (up to the linger time) until every queued event has been handed over."""
         self.sock.close()
+        self.ctx.term()

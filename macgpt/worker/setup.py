@@ -38,6 +38,8 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) ->
     note("data", texts=len(train_corpus.texts), chars=train_corpus.chars,
          eval_texts=len(eval_corpus.texts) if eval_corpus else 0, files=list(train_corpus.files))
 
+    for stale in job_dir.glob(".*.tmp-*"):  # half-written files of a worker killed mid-write
+        stale.unlink(missing_ok=True)
     state, ckpt_path, warnings = checkpoint.load_latest(job_dir)
     for w in warnings:
         note("warning", message=w)

@@ -17,6 +17,7 @@ import torch
 
 from macgpt.config.schema import ModelConfig, TrainConfig
 from macgpt.model import GPT
+from macgpt.worker.adamw import AdamW
 from macgpt.worker.batches import Batcher, eval_batches
 from macgpt.worker.sampling import SampleParams, SampleResult, sample_text
 from macgpt.worker.tokenizer import BPETokenizer
@@ -48,18 +49,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - floor)
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only; the fused kernel where this build has one."""
+def make_optimizer(model: GPT, cfg: TrainConfig) -> AdamW:
+    """AdamW (torch's fused kernel) with weight decay on matrices only."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
+    return AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
 def peak_rss_bytes() -> int:
@@ -83,7 +81,7 @@ class Trainer:
         self.device = device
         torch.manual_seed(train_cfg.seed)
         self.model = GPT(model_cfg).to(device)
-        self.optimizer = make_optimizer(self.model, train_cfg, device)
+        self.optimizer = make_optimizer(self.model, train_cfg)
         self.batcher = Batcher(train_stream, model_cfg.block_size, train_cfg.seed)
         self.eval_stream = eval_stream
         self.step = 0

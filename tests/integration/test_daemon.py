@@ -100,9 +100,15 @@ def test_live_job_controls_and_restart_with_a_queue(daemon: Path) -> None:
     r = cli("checkpoint", "1")
     assert r.returncode == 0 and "checkpoint at step" in r.stdout
     assert cli("pause", "1").returncode == 0
-    paused_at = wait_for(lambda: job(1)["state"] == "paused" and job(1)["step"])
-    time.sleep(1.0)
-    assert job(1)["step"] == paused_at  # really paused at a step boundary
+    assert job(1)["state"] == "paused"
+
+    def paused_event() -> int | None:
+        events = [json.loads(x) for x in cli("logs", "1", "--json").stdout.splitlines()]
+        return next((e["data"]["step"] for e in events if e["kind"] == "paused"), None)
+
+    paused_at = wait_for(paused_event)  # the worker stopped at a step boundary
+    time.sleep(1.2)  # heartbeats (every 0.5 s) carry its step
+    assert job(1)["step"] == paused_at
     assert cli("resume", "1").returncode == 0
     wait_for(lambda: job(1)["step"] > paused_at)
     assert [j["state"] for j in cli_json("status")["jobs"]] == ["queued", "queued", "queued", "running"]
