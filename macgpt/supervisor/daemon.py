@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,19 @@ class Daemon:
         self.bad_requests = 0
 
     # -- setup ----------------------------------------------------------------------------------
+    def _backup(self) -> None:
+        """A copy of the checked queue to restore from if the database is ever damaged."""
+        try:
+            self.store.backup()
+        except (OSError, sqlite3.Error) as e:
+            log.warning("database_backup_failed", path=str(self.store.backup_path), error=str(e))
+
     def open(self) -> None:
         """Take the lock, open the database and sockets, recover from a previous daemon."""
         self.lock.acquire()
         self.lay.jobs.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.lay.db)
+        self._backup()
         self.ctx = zmq.Context.instance()
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
@@ -332,6 +341,7 @@ class Daemon:
             sock.close(0)
         for path in ("control.sock", "events.sock", "workers.sock"):
             (self.lay.runtime / path).unlink(missing_ok=True)
+        self._backup()
         self.store.close()
         log.info("daemon_stopped")
         self.lock.release()

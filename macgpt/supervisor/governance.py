@@ -42,7 +42,7 @@ class ExitDecision:
 
 
 class Governance:
-    poll_ms = 50
+    poll_ms = 100  # the owner's loop wakes at least this often (readings are due every 250 ms)
 
     def __init__(self, limits: Limits, emit: Emit, policy: RestartPolicy | None = None,
                  tuning: g.Tuning | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -76,7 +76,8 @@ class Governance:
         if now >= self._next_priority:
             self._next_priority = now + PRIORITY_EVERY
             for r in live.values():
-                _lower_tree(r.worker.pid)
+                for pid in (r.worker.pid, *self.monitor.descendants(r.worker.pid)):
+                    lower(pid)
         self._sync(live)
         readings = self.monitor.read({j: r.worker.pid for j, r in live.items()})
         self.last = readings
@@ -238,18 +239,6 @@ def _newest_checkpoint_step(job_dir: Path) -> int:
     """The step of the newest checkpoint file (from its name; even one whose event was lost)."""
     steps = [int(m.group(1)) for p in job_dir.glob("ckpt-*.pt") if (m := re.match(r"ckpt-(\d+)\.pt$", p.name))]
     return max(steps, default=-1)
-
-
-def _lower_tree(pid: int) -> None:
-    """Idle priority for a worker, its threads and its children, whether or not it asked for it."""
-    import psutil
-
-    lower(pid)
-    try:
-        for child in psutil.Process(pid).children(recursive=True):
-            lower(child.pid)
-    except psutil.Error:
-        pass
 
 
 def _own_cpu() -> float:

@@ -157,6 +157,10 @@ class Monitor:
         last, self._self_cpu = self._self_cpu, now
         return max(0.0, 100.0 * (now - last) / (dt * self.ncpu))
 
+    def descendants(self, pid: int) -> tuple[int, ...]:
+        """A worker's child processes as of the last reading."""
+        return self._tree.get(pid, ())
+
     def _handle(self, pid: int) -> psutil.Process:
         handle = self._kids.get(pid)
         if handle is None:

@@ -88,11 +88,29 @@ class JobStore:
                                  "is another macgptd using this home?") from None
             raise StoreError(f"{self.path}: cannot open the database: {e}") from None
         except sqlite3.DatabaseError as e:
+            backup = self.backup_path
+            restore = (f"Restore the copy checked at the daemon's last start or stop: `cp {backup} {self.path}` "
+                       f"and delete {self.path.name}-wal and -shm if present; or recover"
+                       if backup.exists() else "Recover")
             raise StoreError(
-                f"{self.path}: the database is damaged ({e}). Nothing was changed. Recover with "
+                f"{self.path}: the database is damaged ({e}). Nothing was changed. {restore} with "
                 f"`sqlite3 {self.path} .recover | sqlite3 recovered.sqlite3` and move the result into "
                 f"place, or move the file away to start with an empty queue (job directories stay)."
             ) from None
+
+    @property
+    def backup_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".bak")
+
+    def backup(self) -> Path:
+        """A consistent copy of the checked database beside it (replaced atomically), for recovery."""
+        tmp = self.path.with_name(f".{self.path.name}.bak.tmp")
+        tmp.unlink(missing_ok=True)
+        with sqlite3.connect(tmp) as copy:
+            self.db.backup(copy)
+        copy.close()
+        tmp.replace(self.backup_path)
+        return self.backup_path
 
     def _version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])

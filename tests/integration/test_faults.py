@@ -127,6 +127,23 @@ def test_damaged_database_is_refused_untouched_with_a_recovery_hint(home: Path) 
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
 
 
+def test_damaged_database_is_restored_from_the_copy_the_daemon_keeps(home: Path) -> None:
+    start_daemon()
+    assert cli("submit", "tiny", "--steps", "5", *FAST, "--name", "kept").returncode == 0
+    wait_for(lambda: status(1)["state"] == "completed", timeout=90)
+    assert subprocess.run([MACGPTD, "stop"], capture_output=True, timeout=60).returncode == 0
+    db = home / "macgpt.sqlite3"
+    db.write_bytes(db.read_bytes()[:100] + os.urandom(4096))
+    r = subprocess.run([MACGPTD, "start"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "macgpt.sqlite3.bak" in r.stderr, r.stderr
+    (home / "macgpt.sqlite3.bak").replace(db)  # what the message says to do
+    for extra in ("-wal", "-shm"):
+        (home / f"macgpt.sqlite3{extra}").unlink(missing_ok=True)
+    start_daemon()
+    job = status(1)
+    assert (job["name"], job["state"], job["step"]) == ("kept", "completed", 5)
+
+
 def test_locked_database_is_a_clear_error(home: Path) -> None:
     start_daemon()
     subprocess.run([MACGPTD, "stop"], capture_output=True, timeout=60)

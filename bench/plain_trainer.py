@@ -1,0 +1,54 @@
+"""What users run today: a plain PyTorch training loop with every core at normal priority (or, with
+--idle, at nice 19 + SCHED_IDLE: the priority-only approach). Prints steps/s every second.
+
+    python bench/plain_trainer.py [--threads N] [--idle] [--preset original] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import torch
+
+from macgpt.config.presets import get_preset
+from macgpt.model import GPT
+from macgpt.priority import lower
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--idle", action="store_true")
+    ap.add_argument("--preset", default="original")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--block-size", type=int, default=64)
+    args = ap.parse_args()
+    if args.idle:
+        lower()
+    torch.set_num_threads(args.threads)
+    cfg = dataclasses.replace(get_preset(args.preset).model, vocab_size=2000, block_size=args.block_size)
+    model = GPT(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    data = torch.randint(0, 2000, (200_000,))
+    offsets = torch.arange(args.block_size + 1)
+    steps, last = 0, time.perf_counter()
+    while True:
+        ix = torch.randint(data.numel() - args.block_size - 1, (args.batch_size,))
+        rows = data[ix.unsqueeze(1) + offsets]
+        _, loss, _ = model(rows[:, :-1], rows[:, 1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        steps += 1
+        now = time.perf_counter()
+        if now - last >= 1.0:
+            print(f"{steps / (now - last):.3f}", flush=True)
+            steps, last = 0, now
+
+
+if __name__ == "__main__":
+    sys.exit(main())
