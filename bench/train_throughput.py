@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     streams = builtin_streams()
-    steps = {"tiny": 400, "small": 200, "original": 20}
+    steps = {"tiny": 60, "small": 200, "original": 20}  # a few seconds a run each
     say(f"threads {args.threads}; {args.rounds} alternating rounds per preset; tokens/s")
     for name in args.presets.split(","):
         n = steps.get(name, 50)

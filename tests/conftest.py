@@ -27,6 +27,16 @@ def _find_real_chat() -> Path:
 REAL_CHAT = _find_real_chat()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", type=int, default=1, metavar="N",
+                     help="a longer soak: N times the SIGKILLs and fuzzed messages of the fault suites")
+
+
+@pytest.fixture
+def soak(request: pytest.FixtureRequest) -> int:
+    return max(1, request.config.getoption("--soak"))
+
+
 @pytest.fixture
 def home(monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh MACGPT_HOME (and a short runtime dir) for one test."""

@@ -32,6 +32,6 @@ def trainer(preset: str = "tiny", vocab: int = 600, model: dict[str, Any] | None
     p = get_preset(preset)
     tok = tokenizer(vocab)
     mc = dataclasses.replace(p.model, vocab_size=tok.vocab_size, **(model or {}))
-    tc = dataclasses.replace(p.train, **{"threads": 1, **train})
+    tc = dataclasses.replace(p.train, **{"threads": 1, "batch_size": 4, **train})  # small, fast steps
     tr, ev = streams(vocab)
     return Trainer(mc, tc, tok, tr, ev, torch.device("cpu"))

@@ -78,7 +78,7 @@ requests = st.fixed_dictionaries(
 )
 
 
-def test_fuzzed_and_garbage_messages_never_hurt_the_daemon(lay) -> None:
+def test_fuzzed_and_garbage_messages_never_hurt_the_daemon(lay, soak: int) -> None:
     pid = json.loads(subprocess.run([MACGPTD, "status", "--json"], capture_output=True, text=True).stdout)["pid"]
     daemon = psutil.Process(pid)
     before_latency = status_latency(lay)
@@ -86,7 +86,7 @@ def test_fuzzed_and_garbage_messages_never_hurt_the_daemon(lay) -> None:
     sock = dealer(lay)
     codes: dict[str, int] = {}
 
-    @settings(max_examples=900, deadline=None, database=None,
+    @settings(max_examples=900 * soak, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(msg=requests)
     def structured(msg) -> None:
@@ -99,7 +99,7 @@ def test_fuzzed_and_garbage_messages_never_hurt_the_daemon(lay) -> None:
 
     structured()
     rng = random.Random(7)
-    for _ in range(9300):  # raw random frames, sometimes several
+    for _ in range(9300 * soak):  # raw random frames, sometimes several
         frames = [rng.randbytes(rng.choice((0, 1, 5, 40, 700, 3000))) for _ in range(rng.choice((1, 1, 1, 2, 3, 5)))]
         assert ask(sock, frames)["ok"] is False
     deep = b"\x91" * 100_000 + b"\x00"  # 100,000 nested one-element arrays, built by hand
@@ -123,7 +123,7 @@ def test_fuzzed_and_garbage_messages_never_hurt_the_daemon(lay) -> None:
     time.sleep(0.5)
     after_latency = status_latency(lay)
     rss_growth = daemon.memory_info().rss - rss_before
-    assert COUNT["messages"] >= 10_000
+    assert COUNT["messages"] >= 10_000 * soak
     assert after_latency <= 2 * before_latency + 0.002, (before_latency, after_latency)
     assert rss_growth < 25 * 2**20, rss_growth
     assert Client(lay).call("status")["jobs"] == []

@@ -139,27 +139,28 @@ class Killer:
             pass
 
 
-def test_sigkill_at_random_moments_resumes_to_bitwise_identical_weights(home: Path, tmp_path: Path) -> None:
-    common = ["train", "tiny", "--steps", "240", "--seed", "5", *SMALL_RUN, "--json",
+def test_sigkill_at_random_moments_resumes_to_bitwise_identical_weights(home: Path, tmp_path: Path, soak: int) -> None:
+    steps = 240 * soak
+    common = ["train", "tiny", "--steps", str(steps), "--seed", "5", *SMALL_RUN, "--json",
               "--set", "checkpoint_interval=7", "--set", "checkpoint_seconds=0", "--set", "sample_interval=50",
               "--set", "dropout=0.1"]
     clean = subprocess.run([MACGPT, *common, "--out", str(tmp_path / "clean")], capture_output=True, text=True,
-                           timeout=300)
+                           timeout=300 * soak)
     assert clean.returncode == 0, clean.stderr
     job = tmp_path / "killed"
     proc = subprocess.Popen([MACGPT, *common, "--out", str(job)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    killer = Killer(proc, job, kills=10, rng=random.Random(1234))
-    proc.wait(timeout=400)
+    killer = Killer(proc, job, kills=10 * soak, rng=random.Random(1234))
+    proc.wait(timeout=400 * soak)
     killer.thread.join(5)
     restarts = [(e["crashes"], e["from_step"]) for e in killer.events if e["event"] == "restarting"]
     assert proc.returncode == 0, (proc.stderr.read(), restarts, killer.killed)
-    assert len(killer.killed) >= 10 and "mid-write" in killer.killed, killer.killed
-    assert sum(e["event"] == "restarting" for e in killer.events) >= 10
+    assert len(killer.killed) >= 10 * soak and "mid-write" in killer.killed, killer.killed
+    assert sum(e["event"] == "restarting" for e in killer.events) >= 10 * soak
     assert not list(job.glob(".*tmp*"))  # half-written files of killed writes are cleaned up
     a = load_file(tmp_path / "clean" / "final_model.pt")
     b = load_file(job / "final_model.pt")
-    assert a["step"] == b["step"] == 240
+    assert a["step"] == b["step"] == steps
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
