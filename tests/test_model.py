@@ -104,3 +104,23 @@ def test_top_k_and_top_p_filters() -> None:
     assert torch.isfinite(p[0]) and torch.isinf(p[1:]).all()  # the top token holds 64% of the mass
     one = _truncate(logits.clone(), SampleParams(temperature=1.0, top_k=0, top_p=0.0))
     assert torch.isfinite(one).sum() == 1
+
+
+def test_sampled_text_never_holds_a_broken_character() -> None:
+    tr = trainer()  # untrained: its choices are close to random, so stray bytes are likely
+    params = SampleParams(max_new_tokens=300, temperature=2.0, top_k=0, top_p=1.0, seed=11, stop_at_im_end=False)
+    free, _ = generate_ids(tr.model, tr.tokenizer.encode("你好，"), params, None)
+    raw = b"".join(tr.tokenizer.token_bytes(i) for i in free)
+    assert "\ufffd" in raw.decode("utf-8", errors="replace")  # without the constraint it breaks
+    table = tr.tokenizer.utf8_table()
+    kept, _ = generate_ids(tr.model, tr.tokenizer.encode("你好，"), params, None, utf8=table)
+    data = b"".join(tr.tokenizer.token_bytes(i) for i in kept)
+    state = 0
+    for i in kept:
+        state = table[1][state][i]
+    if state:  # the last character is unfinished: drop it from its lead byte on
+        data = data[: max(k for k, b in enumerate(data) if b >= 0xC0)]
+    data.decode("utf-8")  # strict: every character whole (a tail may be unfinished)
+    for seed in range(5):
+        text = tr.sample("你好，", dataclasses.replace(params, seed=seed)).text
+        assert "\ufffd" not in text and text.startswith("你好，")

@@ -72,8 +72,13 @@ def generate_ids(
     stop_id: int | None,
     on_token: Callable[[int], None] | None = None,
     use_cache: bool = True,
+    utf8: tuple[list[list[bool]], list[list[int]]] | None = None,
 ) -> tuple[list[int], str]:
-    """New token ids after ``prompt_ids`` (which must fit the context) and why generation stopped."""
+    """New token ids after ``prompt_ids`` (which must fit the context) and why generation stopped.
+
+    With ``utf8`` (a tokenizer's ``utf8_table``), a token that would break a character is never
+    chosen: a byte-level model otherwise emits stray bytes that decode to U+FFFD.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -84,6 +89,8 @@ def generate_ids(
     cache: list[LayerCache] | None = None
     pending = seq  # tokens not yet in the cache
     stopped = "length"
+    masks = [~torch.tensor(row) for row in utf8[0]] if utf8 is not None else None
+    owed = 0  # continuation bytes the text so far still needs (a prompt ends on a whole character)
     try:
         for _ in range(params.max_new_tokens):
             if not use_cache:
@@ -94,6 +101,8 @@ def generate_ids(
                     cache, pending = None, seq[-(block // 2) :]  # slide: re-read the last half
                 logits, _, cache = model(torch.tensor([pending], device=device), cache=cache)
             logits = _penalize(logits[0, -1].float().cpu(), seq, params.repetition_penalty)
+            if masks is not None:
+                logits = logits.masked_fill(masks[owed], float("-inf"))
             if params.temperature == 0:
                 nxt = int(torch.argmax(logits))
             else:
@@ -102,6 +111,8 @@ def generate_ids(
             if params.stop_at_im_end and nxt == stop_id:
                 stopped = "im_end"
                 break
+            if utf8 is not None:
+                owed = utf8[1][owed][nxt]
             seq.append(nxt)
             out.append(nxt)
             pending = [nxt]
@@ -138,7 +149,8 @@ def sample_text(
             if on_text is not None:
                 on_text(piece)
 
-    new_ids, stopped = generate_ids(model, ids, params, tokenizer.im_end_id, emit, use_cache)
+    new_ids, stopped = generate_ids(model, ids, params, tokenizer.im_end_id, emit, use_cache,
+                                   tokenizer.utf8_table())
     tail = stream.flush()
     if tail:
         parts.append(tail)

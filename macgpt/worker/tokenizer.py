@@ -54,6 +54,7 @@ class BPETokenizer:
                 self._bytes.append(bytes(decoder[ch] for ch in piece))
         self.im_end_id = tok.token_to_id(IM_END)
         self.im_start_id = tok.token_to_id(IM_START)
+        self._utf8_table: tuple[list[list[bool]], list[list[int]]] | None = None
 
     @classmethod
     def train(cls, texts: list[str] | tuple[str, ...], vocab_size: int) -> BPETokenizer:
@@ -99,13 +100,56 @@ class BPETokenizer:
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
 
+    def utf8_table(self) -> tuple[list[list[bool]], list[list[int]]]:
+        """For each UTF-8 validator state (``UTF8_STATES``; 0: between characters), which tokens may
+        come next without breaking a character, and the state after each; sampling masks the rest."""
+        if self._utf8_table is None:
+            n = len(UTF8_STATES)
+            allowed = [[False] * self.vocab_size for _ in range(n)]
+            after = [[0] * self.vocab_size for _ in range(n)]
+            for token, data in enumerate(self._bytes):
+                for state in range(n):
+                    end = _utf8_walk(state, data)
+                    if end is not None:
+                        allowed[state][token], after[state][token] = True, end
+            self._utf8_table = (allowed, after)
+        return self._utf8_table
+
+
+# States of a UTF-8 validator: (continuation bytes owed, the range the next byte must fall in).
+# After E0, ED, F0 and F4 the first continuation byte has a narrower range (no overlong forms,
+# no surrogates, nothing past U+10FFFF); later ones are always 80-BF.
+UTF8_STATES = ((0, 0, 0), (1, 0x80, 0xBF), (2, 0x80, 0xBF), (3, 0x80, 0xBF),
+               (2, 0xA0, 0xBF), (2, 0x80, 0x9F), (3, 0x90, 0xBF), (3, 0x80, 0x8F))
+_LEAD = {**{b: 1 for b in range(0xC2, 0xE0)}, **{b: 2 for b in range(0xE1, 0xF0)}, 0xE0: 4, 0xED: 5,
+         0xF0: 6, 0xF1: 3, 0xF2: 3, 0xF3: 3, 0xF4: 7}
+
+
+def _utf8_walk(state: int, data: bytes) -> int | None:
+    """The validator's state after ``data``, or None where the bytes cannot be valid UTF-8."""
+    for b in data:
+        owed, lo, hi = UTF8_STATES[state]
+        if owed:
+            if not lo <= b <= hi:
+                return None
+            state = owed - 1  # the generic state owing one byte fewer
+        elif b >= 0x80:
+            state = _LEAD.get(b, -1)
+            if state < 0:
+                return None
+    return state
+
 
 class StreamDecoder:
-    """Turns token ids into text as they come, holding back the bytes of an unfinished character."""
+    """Turns token ids into text as they come, holding back the bytes of an unfinished character.
+
+    Bytes that can never form a character (sampling avoids them; see ``utf8_table``), and an
+    unfinished character at the very end, are dropped rather than shown as U+FFFD.
+    """
 
     def __init__(self, tokenizer: BPETokenizer) -> None:
         self._tok = tokenizer
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore")
 
     def feed(self, token_id: int) -> str:
         return self._utf8.decode(self._tok.token_bytes(token_id))
