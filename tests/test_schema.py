@@ -97,3 +97,15 @@ def test_presets_are_valid_configs() -> None:
         with_overrides(p.model, {})
         with_overrides(p.train, {})
         assert isinstance(p.train, TrainConfig)
+
+
+def test_limits_in_force_take_the_strictest_value_a_running_job_set() -> None:
+    from macgpt.config.limits import Limits, in_force
+
+    base = Limits(max_cpu=70, max_memory=60, on_battery="throttle")
+    assert in_force(base, []) == base
+    assert in_force(base, [{}]) == base
+    both = in_force(base, [{"max_cpu": 90, "on_battery": "run"}, {"max_cpu": 50, "on_battery": "pause"}])
+    assert (both.max_cpu, both.on_battery, both.max_memory) == (50, "pause", 60)
+    assert in_force(base, [{"max_cpu": 100}]).max_cpu == 100  # a job may ask for more than the daemon's default
+    assert in_force(Limits(max_memory=60, hard_memory=70), [{"max_memory": 80}]).max_memory == 80

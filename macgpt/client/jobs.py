@@ -50,7 +50,7 @@ def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool) -> int:
     overrides = {**spec.train.__dict__, **spec.model.__dict__}
     result = client.call("submit", {
         "config": spec.config, "overrides": overrides, "data": list(spec.data),
-        "eval_data": list(spec.eval_data), "name": spec.name, "limits": spec.limits.to_dict(),
+        "eval_data": list(spec.eval_data), "name": spec.name, "limits": spec.own_limits,
     })
     if as_json and not follow:
         print(json.dumps(result, ensure_ascii=False))

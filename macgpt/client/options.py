@@ -65,14 +65,17 @@ def spec_from_options(opts: dict[str, Any], base_limits: Limits | None = None) -
     for opt, fld in FIELD_OPTIONS.items():
         if opts.get(opt) is not None:
             overrides[fld] = opts[opt]
-    limits = (base_limits or Limits()).updated({
-        "max_cpu": opts.get("max_cpu"), "max_memory": opts.get("max_memory"),
-        "on_battery": opts.get("on_battery"), "hard_memory": opts.get("hard_memory"),
-        "hang_seconds": opts.get("hang_seconds"), "max_crashes": opts.get("max_crashes"),
-    })
+    own = explicit_limits(opts)
+    limits = (base_limits or Limits()).updated(own)
     spec = build_spec(opts["config"], overrides, opts.get("data") or (), opts.get("eval_data") or (),
-                      opts.get("name") or "", limits)
+                      opts.get("name") or "", limits, own)
     return spec
+
+
+def explicit_limits(opts: dict[str, Any]) -> dict[str, Any]:
+    """The limits given on the command line (the rest come from the daemon or the defaults)."""
+    keys = ("max_cpu", "max_memory", "on_battery", "hard_memory", "hang_seconds", "max_crashes")
+    return {k: opts[k] for k in keys if opts.get(k) is not None}
 
 
 def check_data(spec: JobSpec) -> tuple[int, int]:

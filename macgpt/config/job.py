@@ -37,6 +37,7 @@ class JobSpec:
     eval_data: tuple[str, ...] = ()  # empty: the built-in test set when data is built in
     name: str = ""
     limits: Limits = field(default_factory=Limits)
+    own_limits: dict[str, Any] = field(default_factory=dict)  # the limits this job set for itself
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +48,7 @@ class JobSpec:
             "data": list(self.data),
             "eval_data": list(self.eval_data),
             "limits": self.limits.to_dict(),
+            "own_limits": dict(self.own_limits),
         }
 
     @classmethod
@@ -59,6 +61,7 @@ class JobSpec:
             data=tuple(str(p) for p in d.get("data", ())),
             eval_data=tuple(str(p) for p in d.get("eval_data", ())),
             limits=Limits.from_dict(d.get("limits", {})),
+            own_limits=_own_limits(d.get("own_limits", {})),
         )
 
     def save(self, path: Path) -> None:
@@ -98,6 +101,7 @@ def build_spec(
     eval_data: list[str] | tuple[str, ...] = (),
     name: str = "",
     limits: Limits | None = None,
+    own_limits: dict[str, Any] | None = None,
 ) -> JobSpec:
     """Preset ``config`` with validated overrides (any model or training field, by name)."""
     preset = get_preset(config)
@@ -117,4 +121,13 @@ def build_spec(
         eval_data=tuple(str(Path(p).expanduser().resolve()) for p in eval_data),
         name=check_name(name) if name else config,
         limits=limits or Limits(),
+        own_limits=_own_limits(own_limits or {}),
     )
+
+
+def _own_limits(d: Any) -> dict[str, Any]:
+    """A job's own limits, validated (only the fields it set)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"limits: expected a mapping, got {type(d).__name__}")
+    checked = Limits().updated(d)
+    return {k: getattr(checked, k) for k, v in d.items() if v is not None}

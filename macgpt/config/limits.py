@@ -7,6 +7,7 @@ The guide's semantics: ``max_cpu`` is the whole machine's CPU use in percent (de
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,3 +61,28 @@ class Limits:
                 f"hard-memory={new.hard_memory:g} must be above max-memory={new.max_memory:g}"
             )
         return new
+
+
+_BATTERY_ORDER = {name: i for i, name in enumerate(("pause", "throttle", "run"))}
+
+
+def in_force(base: Limits, job_limits: Iterable[dict[str, Any]]) -> Limits:
+    """The limits to keep: ``base`` (the daemon's), with each field that a running job set for
+    itself at submit replaced by the strictest value any of them asked for."""
+    merged: dict[str, Any] = {}
+    for own in job_limits:
+        for key, value in own.items():
+            if value is None or key not in _BOUNDS or (key == "hard_memory" and not value):
+                continue
+            if key not in merged:
+                merged[key] = value
+            elif key == "on_battery":
+                merged[key] = min(merged[key], value, key=lambda v: _BATTERY_ORDER.get(v, 0))
+            else:
+                merged[key] = min(merged[key], value)
+    if not merged:
+        return base
+    try:
+        return base.updated(merged)
+    except ConfigError:  # e.g. a job's hard-memory below the daemon's max-memory: keep the job's pair
+        return base.updated({**merged, "hard_memory": 0.0})

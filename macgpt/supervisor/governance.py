@@ -13,12 +13,12 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from macgpt.config.limits import Limits
+from macgpt.config.limits import Limits, in_force
 from macgpt.priority import lower
 from macgpt.supervisor import governor as g
 from macgpt.supervisor.dutycycle import DutyCycler
@@ -46,7 +46,8 @@ class Governance:
 
     def __init__(self, limits: Limits, emit: Emit, policy: RestartPolicy | None = None,
                  tuning: g.Tuning | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limits = limits
+        self.base = limits  # the daemon's (or the foreground run's) limits
+        self.limits = limits  # those in force: base, tightened by what running jobs set for themselves
         self.emit = emit
         self.policy = policy or RestartPolicy()
         self.tuning = tuning or g.Tuning()
@@ -73,6 +74,7 @@ class Governance:
             return
         self._next = now + READING_INTERVAL
         live = {r.job_id: r for r in runners if r.worker.alive()}
+        self._enforce(runners)
         if now >= self._next_priority:
             self._next_priority = now + PRIORITY_EVERY
             for r in live.values():
@@ -206,9 +208,19 @@ class Governance:
     def released(self, job_id: int) -> None:
         self.evicted.discard(job_id)
 
-    def set_limits(self, limits: Limits) -> None:
+    def set_limits(self, limits: Limits, runners: Iterable[JobRunner] = ()) -> None:
+        self.base = limits
+        if not self._enforce(runners):
+            self.emit("limits", {"limits": self.limits.to_dict()})
+
+    def _enforce(self, runners: Iterable[JobRunner]) -> bool:
+        """Recompute the limits in force; True (and an event) when they changed."""
+        limits = in_force(self.base, [r.own_limits for r in runners])
+        if limits == self.limits:
+            return False
         self.limits = limits
         self.emit("limits", {"limits": limits.to_dict()})
+        return True
 
     def view(self, job_id: int) -> dict[str, Any]:
         j = self.state.jobs.get(job_id)

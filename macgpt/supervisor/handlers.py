@@ -96,9 +96,10 @@ def submit(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
     """Queue a job: {config, overrides?, data?, eval_data?, name?, limits?} -> {job, name, position}.
     The data files are read and validated now; nothing is queued when anything is wrong."""
     try:
-        limits = daemon.governance.limits.updated(args.get("limits") or {})
+        own = args.get("limits") or {}
+        limits = daemon.governance.base.updated(own)
         spec = build_spec(args["config"], args.get("overrides") or {}, args.get("data") or [],
-                          args.get("eval_data") or [], args.get("name") or "", limits)
+                          args.get("eval_data") or [], args.get("name") or "", limits, own)
         load_corpus(list(spec.data) or [builtin_path(BUILTIN_TRAIN)])
         evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
         if evals:
@@ -259,15 +260,21 @@ def _best_checkpoint(job_dir: Path, job: dict[str, Any]) -> Path | None:
 
 @handler("limits")
 def limits(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]:
-    """Show or change the limits in force: {max_cpu?, max_memory?, on_battery?} -> limits."""
+    """Show or change the limits: {max_cpu?, max_memory?, on_battery?} -> the limits in force.
+
+    A change applies to the daemon and to every job, overruling what a running job set for itself."""
     try:
-        new = daemon.governance.limits.updated(args)
+        new = daemon.governance.base.updated(args)
     except ConfigError as e:
         raise ProtocolError(ErrorCode.INVALID, str(e)) from None
-    if new != daemon.governance.limits:
-        daemon.governance.set_limits(new)
+    changed = [k for k, v in args.items() if v is not None]
+    for runner in daemon.runners.values():
+        for key in changed:
+            runner.own_limits.pop(key, None)
+    if new != daemon.governance.base or changed:
+        daemon.governance.set_limits(new, daemon.runners.values())
         atomic_write_text(daemon.lay.home / "limits.json", json.dumps(new.to_dict()))
-    return new.to_dict()
+    return daemon.governance.limits.to_dict()
 
 
 @handler("shutdown")

@@ -70,6 +70,7 @@ class JobRunner:
         spec: JobSpec | None = None,
     ) -> None:
         self.job_id = job_id
+        self.own_limits = dict(spec.own_limits) if spec else {}  # what this job set at submit
         self.spec_batch = spec.train.batch_size if spec else 1
         self.spec_threads = spec.train.threads if spec else 0  # > 0: pinned by the user, never raised
         self.expected_rss = (estimate(spec.model, spec.train.batch_size).training_bytes if spec else 0) + RUNTIME_BYTES

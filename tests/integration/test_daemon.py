@@ -237,3 +237,24 @@ def test_tcp_is_off_by_default_loopback_only_when_on(home: Path) -> None:
     assert protocol.unpack(sock.recv())["result"]["pong"] is True
     sock.close(0)
     subprocess.run([MACGPTD, "stop"], capture_output=True, timeout=60)
+
+
+def test_a_jobs_own_limits_are_in_force_while_it_runs_and_a_live_change_overrules_them(daemon: Path) -> None:
+    def in_force() -> dict:
+        client = Client(layout())
+        try:
+            return client.call("status")["daemon"]["limits"]
+        finally:
+            client.close()
+
+    assert in_force()["max_cpu"] == 70
+    assert cli("submit", "tiny", "--steps", "100000", *FAST_JOB, "--max-cpu", "40", "--on-battery", "run").returncode == 0
+    wait_for(lambda: job(1)["state"] == "running")
+    wait_for(lambda: in_force()["max_cpu"] == 40)
+    assert in_force()["on_battery"] == "run" and in_force()["max_memory"] == 60  # the rest stays the daemon's
+    assert job(1)["limits"]["max_cpu"] == 40
+    assert cli("limits", "--max-cpu", "55").returncode == 0  # live, for everything
+    assert in_force()["max_cpu"] == 55 and in_force()["on_battery"] == "run"
+    assert cli("cancel", "1").returncode == 0
+    wait_for(lambda: job(1)["state"] == "cancelled")
+    wait_for(lambda: in_force() == {**in_force(), "max_cpu": 55, "on_battery": "pause"})
