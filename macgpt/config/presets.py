@@ -25,19 +25,19 @@ PRESETS: dict[str, Preset] = {
     for p in (
         # 200 steps of batch 4 (the guide's) end near 6.4 here whatever the learning rate: too few
         # tokens for a 2000-token vocabulary. Batch 48 at lr 1.5e-2, 30 warm-up steps, beta2 0.95 and
-        # a cosine that ends at half the peak gets 3.5 on every seed tried. The batch is not free —
-        # the 2000-way softmax is most of each step — so it takes about 30 s on 2 cores; every core,
+        # a cosine that ends at half the peak gets 3.4-3.5 on every seed tried. The batch is not free —
+        # the 2000-way softmax is most of each step — so it takes about 25 s on 2 cores; every core,
         # since at this batch a second one makes a step 1.4x faster.
         Preset(
             "tiny",
-            "quick check that everything works (about 30 s on 2 cores)",
+            "quick check that everything works (about 25 s on 2 cores)",
             ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=64),
             TrainConfig(steps=200, batch_size=48, lr=1.5e-2, beta2=0.95, warmup_steps=30, min_lr_ratio=0.5),
         ),
         # 1,200 steps of batch 16 at lr 1e-2: the shortest tested run under the guide's loss of 3.
         Preset(
             "small",
-            "balance of speed and quality (about a minute)",
+            "balance of speed and quality (about 1.5 minutes on 2 cores)",
             ModelConfig(n_layer=2, n_head=4, n_embd=52, block_size=64),
             TrainConfig(steps=1200, batch_size=16, lr=1e-2, warmup_steps=20),
         ),
@@ -45,7 +45,7 @@ PRESETS: dict[str, Preset] = {
         # loss falling to the end. Context 128: twice the steps per second of 256, same loss.
         Preset(
             "original",
-            "the full model (a few minutes)",
+            "the full model (about 2.5 minutes on 2 cores)",
             ModelConfig(n_layer=3, n_head=8, n_embd=256, block_size=128),
             TrainConfig(steps=700, batch_size=4, lr=1e-3, warmup_steps=20, min_lr_ratio=0.5),
         ),

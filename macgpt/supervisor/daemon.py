@@ -125,7 +125,7 @@ class Daemon:
         poller.register(self.channel.sock, zmq.POLLIN)
         try:
             while not self.stopping:
-                timeout = self.governance.poll_ms if self.runners or self.restart_at else IDLE_POLL_MS
+                timeout = self.governance.wait_ms() if self.runners or self.restart_at else IDLE_POLL_MS
                 ready = dict(poller.poll(timeout))
                 if self.control in ready:
                     self._serve_control()

@@ -67,7 +67,7 @@ def run(
     try:
         runner.start()
         while True:
-            if poller.poll(governance.poll_ms):
+            if poller.poll(governance.wait_ms()):
                 for ident, msg in channel.receive():
                     runner.on_event(ident, msg)
             if len(interrupts) > handled:

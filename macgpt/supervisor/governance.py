@@ -42,7 +42,6 @@ class ExitDecision:
 
 
 class Governance:
-    poll_ms = 100  # the owner's loop wakes at least this often (readings are due every 250 ms)
 
     def __init__(self, limits: Limits, emit: Emit, policy: RestartPolicy | None = None,
                  tuning: g.Tuning | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -67,6 +66,10 @@ class Governance:
         self._own_cpu = (clock(), _own_cpu())
 
     # -- the loop -------------------------------------------------------------------------------
+    def wait_ms(self) -> int:
+        """How long the owner's loop may sleep before the next reading is due."""
+        return max(1, min(int(READING_INTERVAL * 1000), int((self._next - self.clock()) * 1000) + 1))
+
     def tick(self, runners: list[JobRunner]) -> None:
         """Called every loop turn; reads and decides about four times a second."""
         now = self.clock()
@@ -88,8 +91,10 @@ class Governance:
             self._apply(action, live)
 
     def _sync(self, live: dict[int, JobRunner]) -> None:
-        """Bring the policy's per-job state in step with the workers (new ones, progress, phase)."""
-        jobs = {}
+        """Bring the policy's per-job state in step with the workers (new ones, progress, phase).
+        A job between two workers (restarting, waiting for memory) keeps its state: memory kills
+        and the smaller batch carry over. ``_forget`` drops it when the job ends."""
+        jobs = {k: v for k, v in self.state.jobs.items() if k not in live}
         for job_id, runner in live.items():
             old = self.state.jobs.get(job_id)
             lv = runner.live
@@ -172,10 +177,15 @@ class Governance:
         return ExitDecision("restart", delay=delay)
 
     def _forget(self, job: int, decision: ExitDecision) -> ExitDecision:
+        self.forget(job)
+        return decision
+
+    def forget(self, job: int) -> None:
+        """The job ended for good: drop what the governor kept about it."""
         self.crashes.pop(job, None)
         self._saved_step.pop(job, None)
+        self.evicted.discard(job)
         self.state = dataclasses.replace(self.state, jobs={k: v for k, v in self.state.jobs.items() if k != job})
-        return decision
 
     # -- questions from the owner -------------------------------------------------------------------
     def why_wait(self) -> str | None:
