@@ -127,16 +127,18 @@ def configs(as_json: bool, max_memory: float) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)  # piped: do not squeeze the table
     console.print("[bold]=== macgpt configuration self-test ===[/bold]")
-    console.print(f"system: {info}")
+    console.print(f"system: {info.get('platform')} · Python {info.get('python')} · {info.get('cpu_count')} cores "
+                  f"({info.get('physical_cores')} physical) · memory {info.get('memory_gb')} GB, "
+                  f"{info.get('available_memory_gb')} GB available", highlight=False)
     table = Table(show_header=True, header_style="bold")
     for col in ("config", "shape", "block params", "total params", "weights", "training est.",
                 "process est.", "defaults", f"fits (≤{max_memory:g}% mem)"):
         table.add_column(col)
     for r in rows:
         table.add_row(
-            r["name"], f"{r['n_layer']}x{r['n_embd']}, {r['n_head']}h, ctx {r['block_size']}, vocab {r['vocab_size']}",
+            r["name"], f"{r['n_layer']}x{r['n_embd']}, {r['n_head']} heads, ctx {r['block_size']}, vocab {r['vocab_size']}",
             f"{r['params_block']:,}", f"{r['params_total']:,}", fmt_bytes(r["weights_bytes"]),
             fmt_bytes(r["training_bytes"]), fmt_bytes(r["process_bytes"]),
             f"{r['steps']} steps, batch {r['batch_size']}, lr {r['lr']:g}",

@@ -90,7 +90,7 @@ def generate_ids(
     pending = seq  # tokens not yet in the cache
     stopped = "length"
     masks = [~torch.tensor(row) for row in utf8[0]] if utf8 is not None else None
-    owed = 0  # continuation bytes the text so far still needs (a prompt ends on a whole character)
+    state = 0  # the UTF-8 validator's state after the text so far (a prompt ends on a whole character)
     try:
         for _ in range(params.max_new_tokens):
             if not use_cache:
@@ -102,7 +102,7 @@ def generate_ids(
                 logits, _, cache = model(torch.tensor([pending], device=device), cache=cache)
             logits = _penalize(logits[0, -1].float().cpu(), seq, params.repetition_penalty)
             if masks is not None:
-                logits = logits.masked_fill(masks[owed], float("-inf"))
+                logits = logits.masked_fill(masks[state], float("-inf"))
             if params.temperature == 0:
                 nxt = int(torch.argmax(logits))
             else:
@@ -112,7 +112,7 @@ def generate_ids(
                 stopped = "im_end"
                 break
             if utf8 is not None:
-                owed = utf8[1][owed][nxt]
+                state = utf8[1][state][nxt]
             seq.append(nxt)
             out.append(nxt)
             pending = [nxt]

@@ -166,3 +166,22 @@ def test_sigkill_at_random_moments_resumes_to_bitwise_identical_weights(home: Pa
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         for key in sa:
             assert torch.equal(sa[key], sb[key])
+
+
+def test_configs_self_test(home: Path) -> None:
+    r = subprocess.run([MACGPT, "configs", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["system"]["cpu_count"] >= 1 and 0 < report["system"]["available_memory_gb"] <= report["system"]["memory_gb"]
+    targets = {"tiny": 13_500, "small": 66_000, "original": 2_500_000}
+    by_name = {p["name"]: p for p in report["presets"]}
+    assert set(by_name) == set(targets)
+    for name, target in targets.items():
+        p = by_name[name]
+        assert abs(p["params_block"] - target) <= 0.15 * target and p["params_total"] > p["params_block"]
+        assert p["weights_bytes"] < p["training_bytes"] < p["process_bytes"] and p["fits"] is True
+    tight = json.loads(subprocess.run([MACGPT, "configs", "--json", "--max-memory", "1"], capture_output=True,
+                                      text=True, timeout=60).stdout)
+    assert not any(p["fits"] for p in tight["presets"]) or tight["system"]["memory_gb"] > 40  # 1% of a laptop is too little
+    human = subprocess.run([MACGPT, "configs"], capture_output=True, text=True, timeout=60)
+    assert human.returncode == 0 and "12,768" in human.stdout and "current use: CPU" in human.stdout
