@@ -33,7 +33,7 @@ class DutyCycler:
         with self._lock:
             if duty >= 1.0:
                 self._duty.pop(worker.pid, None)
-                worker.thaw()
+                worker.thaw(forget=False)  # stays recorded until released: throttling comes and goes
             else:
                 self._duty[worker.pid] = (worker, max(0.0, duty))
                 worker.frozen.add(worker.pid)  # recorded for as long as it is cycled

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import psutil
 
 BATTERY_EVERY = 5.0  # seconds between battery reads (sysfs scans are not free)
+SWAP_EVERY = 2.0  # seconds between swap reads (shown, not acted on; /proc/vmstat is long)
 CHILDREN_EVERY = 1.0  # seconds between full scans for child processes (not needed on Linux)
 
 
@@ -76,6 +77,7 @@ class Monitor:
         self._own_cpu(1.0)
         self._battery: tuple[bool | None, float | None] = (None, None)
         self._battery_at = -1e9
+        self._swap, self._swap_at = 0.0, -1e9
         self._first = True  # the first interval is start-up noise (ours included): never trusted
 
     def read(self, workers: dict[int, int]) -> Readings:
@@ -103,13 +105,14 @@ class Monitor:
             self._kids.pop(p, None)
         ours = sum(w.cpu for w in readings.values()) + self._own_cpu(dt)
         vm = psutil.virtual_memory()
-        swap = psutil.swap_memory()
+        if now - self._swap_at >= SWAP_EVERY:
+            self._swap, self._swap_at = psutil.swap_memory().percent, now
         on_battery, percent = self._read_battery(now)
         valid, self._first = valid and not self._first, False
         return Readings(
             t=now, interval=dt, ncpu=self.ncpu, total_cpu=total, ours_cpu=min(ours, 100.0),
             other_cpu=max(0.0, total - ours), mem_percent=vm.percent, mem_available=vm.available,
-            mem_total=vm.total, swap_percent=swap.percent, workers=readings, on_battery=on_battery,
+            mem_total=vm.total, swap_percent=self._swap, workers=readings, on_battery=on_battery,
             battery_percent=percent, memory_pressure=memory_pressure(), valid=valid,
         )
 

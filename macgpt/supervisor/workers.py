@@ -139,14 +139,16 @@ class WorkerProcess:
             self._group(signal.SIGSTOP)
             self.stopped = True
 
-    def thaw(self) -> None:
-        """Continue the worker (if we stopped it) and drop it from the registry."""
+    def thaw(self, forget: bool = True) -> None:
+        """Continue the worker (if we stopped it) and, unless ``forget`` is False, drop it from the
+        registry (a worker that may be stopped again soon stays recorded: no disk write each time)."""
         if self.proc is None:
             return
         if self.stopped:
             self._group(signal.SIGCONT)
             self.stopped = False
-        self.frozen.discard(self.pid)
+        if forget:
+            self.frozen.discard(self.pid)
 
     def freeze_for_cycle(self) -> None:
         """SIGSTOP within a duty cycle (the pid is already in the registry)."""
