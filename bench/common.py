@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -17,6 +18,7 @@ from macgpt.worker.batches import token_stream
 from macgpt.worker.tokenizer import BPETokenizer
 from macgpt.worker.trainer import Trainer
 
+T = TypeVar("T")
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -48,6 +50,21 @@ class NullLink:
 
     def orphaned(self) -> bool:
         return False
+
+
+def alternate(a: Callable[[], T], b: Callable[[], T], rounds: int) -> tuple[list[T], list[T]]:
+    """``rounds`` results of each, run side by side with the order flipped every round, so that
+    a drift of the machine falls on both alike."""
+    xs: list[T] = []
+    ys: list[T] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            xs.append(a())
+            ys.append(b())
+        else:
+            ys.append(b())
+            xs.append(a())
+    return xs, ys
 
 
 def median(xs: list[float]) -> float:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import psutil
-from common import median, say
+from common import alternate, median, say
 
 from macgpt.client.connection import Client
 from macgpt.paths import layout
@@ -70,19 +70,20 @@ def main() -> None:
         say(f"daemon idle: {idle:.2f}% of one core (target < 0.5%) {'OK' if idle < 0.5 else 'MISS'}; "
             f"RSS {rss:.0f} MB (target < 80 MB) {'OK' if rss < 80 else 'MISS'}")
 
-        ours, theirs, supervising = [], [], []
-        for i in range(args.rounds):
-            order = ("daemon", "train") if i % 2 == 0 else ("train", "daemon")
-            for mode in order:
-                if mode == "train":
-                    r = run("macgpt", "train", *JOB, "--json", "--fresh", "--out", f"{home}/fg", env=env)
-                    theirs.append(steps_per_s([json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]))
-                else:
-                    job = json.loads(run("macgpt", "submit", *JOB, "--json", env=env).stdout)["job"]
-                    c0, t0 = sum(daemon.cpu_times()[:2]), time.perf_counter()
-                    events = [json.loads(x) for x in run("macgpt", "logs", str(job), "-f", "--json", env=env).stdout.splitlines()]
-                    supervising.append(100 * (sum(daemon.cpu_times()[:2]) - c0) / (time.perf_counter() - t0))
-                    ours.append(steps_per_s([{"event": e["kind"], **e["data"]} for e in events]))
+        supervising = []
+
+        def under_daemon() -> float:
+            job = json.loads(run("macgpt", "submit", *JOB, "--json", env=env).stdout)["job"]
+            c0, t0 = sum(daemon.cpu_times()[:2]), time.perf_counter()
+            events = [json.loads(x) for x in run("macgpt", "logs", str(job), "-f", "--json", env=env).stdout.splitlines()]
+            supervising.append(100 * (sum(daemon.cpu_times()[:2]) - c0) / (time.perf_counter() - t0))
+            return steps_per_s([{"event": e["kind"], **e["data"]} for e in events])
+
+        def in_foreground() -> float:
+            r = run("macgpt", "train", *JOB, "--json", "--fresh", "--out", f"{home}/fg", env=env)
+            return steps_per_s([json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")])
+
+        ours, theirs = alternate(under_daemon, in_foreground, args.rounds)
         ratio = median(ours) / median(theirs)
         say(f"training throughput under the daemon vs `macgpt train`: {median(ours):.2f} vs {median(theirs):.2f} steps/s "
             f"= {ratio:.3f} (target >= 0.97) {'OK' if ratio >= 0.97 else 'MISS'} [daemon {ours}, train {theirs}]")

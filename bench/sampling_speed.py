@@ -13,7 +13,7 @@ import dataclasses
 import time
 
 import torch
-from common import median, say
+from common import alternate, median, say
 
 from macgpt.config.presets import get_preset
 from macgpt.model import GPT
@@ -39,11 +39,7 @@ def main() -> None:
         return time.perf_counter() - start
 
     timed(True), timed(False)
-    cached, plain = [], []
-    for i in range(args.rounds):
-        pair = (timed(True), timed(False)) if i % 2 == 0 else tuple(reversed((timed(False), timed(True))))
-        cached.append(pair[0])
-        plain.append(pair[1])
+    cached, plain = alternate(lambda: timed(True), lambda: timed(False), args.rounds)
     ratio = median(plain) / median(cached)
     say(f"{args.preset} (context {cfg.block_size}), {args.tokens} new tokens: with cache {median(cached):.3f}s "
         f"({args.tokens / median(cached):.0f} tok/s), without {median(plain):.3f}s ({args.tokens / median(plain):.0f} tok/s): "

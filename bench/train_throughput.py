@@ -16,10 +16,11 @@ import argparse
 import dataclasses
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from common import NullLink, builtin_streams, median, preset_trainer, say
+from common import NullLink, alternate, builtin_streams, median, preset_trainer, say
 
 from macgpt.config.presets import get_preset
 from macgpt.model import GPT
@@ -98,15 +99,9 @@ def main() -> None:
         n = steps.get(name, 50)
         ours(name, max(5, n // 10), args.threads, streams)  # warm-up both paths
         reference(name, max(5, n // 10), args.threads, streams)
-        a, b = [], []
         FINAL_SAVES.clear()
-        for i in range(args.rounds):
-            if i % 2 == 0:
-                a.append(ours(name, n, args.threads, streams))
-                b.append(reference(name, n, args.threads, streams))
-            else:
-                b.append(reference(name, n, args.threads, streams))
-                a.append(ours(name, n, args.threads, streams))
+        a, b = alternate(partial(ours, name, n, args.threads, streams),
+                         partial(reference, name, n, args.threads, streams), args.rounds)
         ratio = median(a) / median(b)
         say(f"{name:9s} ours {median(a):9.0f} tok/s | reference {median(b):9.0f} tok/s | ratio {ratio:.3f} "
             f"(target >= 0.98) {'OK' if ratio >= 0.98 else 'MISS'}  [ours {[round(x) for x in a]}, ref {[round(x) for x in b]}]; "

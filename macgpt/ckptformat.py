@@ -1,15 +1,18 @@
 """The checkpoint file format without torch: a ``torch.save`` payload followed by a 48-byte footer
 (magic, SHA-256 of the payload, payload length). Verifying a file needs no torch, so the CLI
-refuses a wrong or damaged ``--model`` file at once."""
+refuses a wrong or damaged ``--model`` file at once; nor does listing a job's checkpoints, so the
+supervisor can."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from pathlib import Path
 
 MAGIC = b"MGPTCKP1"
 FOOTER = struct.Struct("<8s32sQ")
+NAME_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")  # the rolling checkpoints: ckpt-<step>.pt
 
 
 class CheckpointError(Exception):
@@ -48,3 +51,13 @@ def read(path: Path) -> bytes:
 
 def verify_file(path: Path) -> None:
     verified_payload(read(path), str(path))
+
+
+def checkpoint_files(job_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the rolling checkpoints, newest first."""
+    found = []
+    for p in Path(job_dir).glob("ckpt-*.pt"):
+        m = NAME_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found, reverse=True)

@@ -210,3 +210,21 @@ def test_settles_near_any_limit(limit: float) -> None:
 def test_nothing_is_decided_before_a_trustworthy_reading() -> None:
     st, acts = g.decide(reading(0.0, other=90.0, valid=False), LIMITS, state(job()))
     assert acts == [] and st.other == ()
+
+
+def test_micro_batches_divide_the_batch_and_grow_back_to_it() -> None:
+    from macgpt.config.schema import micro_batch_above, micro_batch_at_most
+
+    for batch in (4, 14, 16, 48):
+        m, down = batch, []
+        while m > 1:
+            m = micro_batch_at_most(batch, m // 2)
+            down.append(m)
+        up = [m]
+        while m < batch:
+            m = micro_batch_above(batch, m)
+            up.append(m)
+        assert all(batch % x == 0 for x in down + up)
+        assert up[-1] == batch and up == sorted(set(up))
+    assert micro_batch_above(14, 2) == 7 and micro_batch_above(16, 2) == 4 and micro_batch_above(48, 16) == 24
+    assert micro_batch_at_most(14, 7 // 2) == 2

@@ -87,6 +87,22 @@ class TrainConfig:
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
 
 
+def micro_batch_at_most(batch_size: int, n: int) -> int:
+    """The largest micro-batch not above ``n`` that divides the batch (gradient accumulation
+    then adds up to exactly the batch, so a throttled run trains the same model)."""
+    n = max(1, min(n, batch_size))
+    while batch_size % n:
+        n -= 1
+    return n
+
+
+def micro_batch_above(batch_size: int, n: int) -> int:
+    """The next micro-batch up from ``n``: at most double, and always a divisor of the batch above
+    ``n`` (with batch 14: 2 -> 7 -> 14), so a shrunk batch always grows back to the whole."""
+    next_up = next((m for m in range(n + 1, batch_size + 1) if batch_size % m == 0), batch_size)
+    return max(next_up, micro_batch_at_most(batch_size, 2 * n))
+
+
 def field_bounds(cls: type) -> dict[str, Bound]:
     return {f.name: f.metadata["bound"] for f in fields(cls)}
 

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from macgpt.ckptformat import checkpoint_files
 from macgpt.config.limits import Limits, in_force
 from macgpt.priority import lower
 from macgpt.supervisor import governor as g
 from macgpt.supervisor.dutycycle import DutyCycler
-from macgpt.supervisor.monitor import Monitor, Readings
+from macgpt.supervisor.monitor import Monitor, Readings, own_cpu_seconds
 from macgpt.supervisor.restarts import RestartPolicy, next_restart
 from macgpt.supervisor.runner import JobRunner
 
@@ -63,7 +62,7 @@ class Governance:
         self._incarnation: dict[int, int] = {}  # job -> pid the knobs were last sent to
         self._next = 0.0
         self._next_priority = 0.0
-        self._own_cpu = (clock(), _own_cpu())
+        self._own_cpu = (clock(), own_cpu_seconds())
 
     # -- the loop -------------------------------------------------------------------------------
     def wait_ms(self) -> int:
@@ -160,7 +159,7 @@ class Governance:
             return self._forget(job, ExitDecision("done"))
         now = self.clock()
         history = self.crashes.setdefault(job, [])
-        newest = _newest_checkpoint_step(runner.job_dir)
+        newest = next((step for step, _ in checkpoint_files(runner.job_dir)), -1)  # even one whose event was lost
         if newest > self._saved_step.get(job, -1):
             history.clear()  # progress was saved since the last crash: not a crash loop
         self._saved_step[job] = newest
@@ -215,9 +214,6 @@ class Governance:
         """Held stopped by the governor (not merely in the off part of a duty cycle)."""
         return self.cycler.duty(runner.worker) == 0.0
 
-    def released(self, job_id: int) -> None:
-        self.evicted.discard(job_id)
-
     def set_limits(self, limits: Limits, runners: Iterable[JobRunner] = ()) -> None:
         self.base = limits
         if not self._enforce(runners):
@@ -244,8 +240,8 @@ class Governance:
             return {}
         now = self.clock()
         t0, c0 = self._own_cpu
-        own = 100.0 * (_own_cpu() - c0) / max(1e-3, now - t0)
-        self._own_cpu = (now, _own_cpu())
+        self._own_cpu = (now, own_cpu_seconds())
+        own = 100.0 * (self._own_cpu[1] - c0) / max(1e-3, now - t0)
         return {"total_cpu": r.total_cpu, "other_cpu": r.other_cpu, "ours_cpu": r.ours_cpu,
                 "mem_percent": r.mem_percent, "swap_percent": r.swap_percent, "on_battery": r.on_battery,
                 "battery_percent": r.battery_percent, "memory_pressure": r.memory_pressure,
@@ -257,13 +253,4 @@ class Governance:
         self.cycler.close()
 
 
-def _newest_checkpoint_step(job_dir: Path) -> int:
-    """The step of the newest checkpoint file (from its name; even one whose event was lost)."""
-    steps = [int(m.group(1)) for p in job_dir.glob("ckpt-*.pt") if (m := re.match(r"ckpt-(\d+)\.pt$", p.name))]
-    return max(steps, default=-1)
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 

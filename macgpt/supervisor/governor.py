@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from macgpt.config.limits import Limits
+from macgpt.config.schema import micro_batch_above, micro_batch_at_most
 from macgpt.supervisor.monitor import Readings
 
 
@@ -266,7 +267,7 @@ def _memory(job: JobGov, c: _Context, rss: int, governed: bool) -> JobGov | tupl
         if kills > t.max_memory_kills:
             msg = f"killed {kills - 1} times for memory; last: {why}"
             return dataclasses.replace(j, memory_kills=kills, mode="failed", message=msg), [Fail(j.job, msg)]
-        smaller = max(1, j.micro_batch // 2)
+        smaller = micro_batch_at_most(j.batch_size, j.micro_batch // 2)
         msg = f"killed, restarting from the last checkpoint with batch {smaller}/{j.batch_size}: {why}"
         j = dataclasses.replace(j, memory_kills=kills, micro_batch=smaller, mode="memory", message=msg)
         return j, [Kill(j.job, why, "memory"), Note(j.job, "memory", msg, r.brief())]
@@ -275,7 +276,7 @@ def _memory(job: JobGov, c: _Context, rss: int, governed: bool) -> JobGov | tupl
     over = f"memory {c.mem:.0f}% over the limit {c.soft:g}%"
     if c.mem >= c.soft:
         if j.micro_batch > 1 and r.t - j.batch_changed_at >= t.batch_wait:
-            smaller = max(1, j.micro_batch // 2)
+            smaller = micro_batch_at_most(j.batch_size, j.micro_batch // 2)
             return dataclasses.replace(j, micro_batch=smaller, batch_changed_at=r.t, mode="memory",
                                        message=f"batch {smaller}/{j.batch_size}: {over}")
         if j.micro_batch == 1 and not j.mem_paused and r.t - j.batch_changed_at >= t.batch_wait:
@@ -290,9 +291,7 @@ def _memory(job: JobGov, c: _Context, rss: int, governed: bool) -> JobGov | tupl
             return dataclasses.replace(j, mem_paused=False, mode="full",
                                        message=f"resumed: memory back to {c.mem:.0f}%")
         if j.micro_batch < j.batch_size and r.t - j.batch_changed_at >= t.hold:
-            bigger = min(j.batch_size, j.micro_batch * 2)
-            while j.batch_size % bigger:
-                bigger -= 1
+            bigger = micro_batch_above(j.batch_size, j.micro_batch)
             return dataclasses.replace(j, micro_batch=bigger, batch_changed_at=r.t, mode="memory",
                                        message=f"batch {bigger}/{j.batch_size}: memory back to {c.mem:.0f}%")
     return j

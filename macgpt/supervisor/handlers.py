@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from macgpt import __version__, protocol
+from macgpt.ckptformat import checkpoint_files
 from macgpt.config.job import build_spec
 from macgpt.config.schema import ConfigError
 from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
@@ -253,9 +254,9 @@ def _best_checkpoint(job_dir: Path, job: dict[str, Any]) -> Path | None:
     final = job_dir / "final_model.pt"
     if job["state"] == JobState.COMPLETED and final.exists():
         return final
-    ckpts = sorted(job_dir.glob("ckpt-*.pt"), reverse=True)
+    ckpts = checkpoint_files(job_dir)
     if ckpts:
-        return ckpts[0]
+        return ckpts[0][1]
     return final if final.exists() else None
 
 

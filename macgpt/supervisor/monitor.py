@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cache
 
 import psutil
 
@@ -217,12 +218,19 @@ def memory_pressure() -> str | None:
     return {1: "normal", 2: "warn", 4: "critical"}.get(level or 0)
 
 
-def _sysctl_int(name: bytes) -> int | None:
+@cache
+def _libc():  # loaded once: this is asked four times a second
     import ctypes
     import ctypes.util
 
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _sysctl_int(name: bytes) -> int | None:
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = _libc()
         value = ctypes.c_int(0)
         size = ctypes.c_size_t(ctypes.sizeof(value))
         if libc.sysctlbyname(name, ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:

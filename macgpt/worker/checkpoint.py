@@ -8,18 +8,16 @@ refuses any object that could run code.
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from macgpt import ckptformat
-from macgpt.ckptformat import CheckpointError
+from macgpt.ckptformat import CheckpointError, checkpoint_files
 from macgpt.fsutil import atomic_write_bytes
 
 FORMAT_VERSION = 1
-NAME_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")
 FINAL_NAME = "final_model.pt"
 
 __all__ = ["CheckpointError", "checkpoint_files", "load_file", "load_latest", "save", "save_final"]
@@ -46,15 +44,6 @@ def decode(data: bytes, where: str = "checkpoint") -> dict[str, Any]:
 def load_file(path: Path) -> dict[str, Any]:
     return decode(ckptformat.read(path), str(path))
 
-
-def checkpoint_files(job_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the rolling checkpoints, newest first."""
-    found = []
-    for p in Path(job_dir).glob("ckpt-*.pt"):
-        m = NAME_RE.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found, reverse=True)
 
 
 def save(job_dir: Path, state: dict[str, Any], keep: int = 2) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from macgpt.config.schema import ModelConfig, TrainConfig
+from macgpt.config.schema import ModelConfig, TrainConfig, micro_batch_at_most
 from macgpt.model import GPT
 from macgpt.worker.adamw import AdamW
 from macgpt.worker.batches import Batcher, eval_batches
@@ -105,12 +105,8 @@ class Trainer:
         """Split each step into micro-batches of at most ``n`` sequences (gradient accumulation
         keeps the effective batch, so the run trains the same model). Returns the size used:
         the largest divisor of the batch size not above ``n``."""
-        b = self.cfg.batch_size
-        n = max(1, min(n, b))
-        while b % n:
-            n -= 1
-        self.micro_batch = n
-        return n
+        self.micro_batch = micro_batch_at_most(self.cfg.batch_size, n)
+        return self.micro_batch
 
     # -- training ---------------------------------------------------------------------------
     def train_step(self) -> float:

@@ -1,4 +1,5 @@
-"""Following a real `macgpt train --json` process from a test: events as they come, waits, hogs."""
+"""Following real processes from a test: a `macgpt train --json` run's events, a daemon job's status,
+waits, hogs."""
 
 from __future__ import annotations
 
@@ -12,9 +13,32 @@ import time
 from pathlib import Path
 from typing import Any
 
+from macgpt.client.connection import Client
+from macgpt.paths import layout
+
 from ..conftest import MACGPT
 
 ROGUE = [sys.executable, str(Path(__file__).with_name("rogue_worker.py"))]
+
+
+def job_status(jid: int) -> dict[str, Any]:
+    """One job's status through the client library (polling with a CLI process per look is slow)."""
+    client = Client(layout())
+    try:
+        return client.call("status", {"job": jid})["jobs"][0]
+    finally:
+        client.close()
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
+    """The predicate's first truthy value, polling until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class LiveRun:

@@ -18,6 +18,8 @@ from macgpt.client.connection import Client
 from macgpt.paths import layout
 
 from ..conftest import MACGPT, MACGPTD
+from .live import job_status as job
+from .live import wait_for
 
 FAST_JOB = ["--set", "vocab_size=500", "--batch-size", "8", "--threads", "1"]
 
@@ -32,23 +34,6 @@ def cli_json(*args: str) -> dict:
     return json.loads(r.stdout)
 
 
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
-def job(jid: int) -> dict:
-    """One job's status through the client library (polling with a CLI process per look is slow)."""
-    client = Client(layout())
-    try:
-        return client.call("status", {"job": jid})["jobs"][0]
-    finally:
-        client.close()
 
 
 @pytest.fixture

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import psutil
 
-from macgpt.client.connection import Client
-from macgpt.paths import layout
 from macgpt.worker import checkpoint
 
 from ..conftest import MACGPT, MACGPTD
-from .live import Hog
+from .live import Hog, wait_for
+from .live import job_status as status
 
 FAST = ["--set", "vocab_size=500", "--batch-size", "8", "--threads", "1"]
 
@@ -30,23 +29,6 @@ def cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedPro
     return subprocess.run([MACGPT, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
 
 
-def status(jid: int) -> dict:
-    """One job's status through the client library (polling with a CLI process per look is slow)."""
-    client = Client(layout())
-    try:
-        return client.call("status", {"job": jid})["jobs"][0]
-    finally:
-        client.close()
-
-
-def wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def workers(home: Path, job_dir: str | None = None) -> list[psutil.Process]:
