@@ -254,7 +254,12 @@ def job_topic_prefix(job: int) -> bytes:
 WORKER_EVENTS = frozenset({
     "hello", "setup", "started", "metrics", "heartbeat", "sample", "sample_chunk", "eval",
     "checkpoint", "paused", "resumed", "warning", "error", "reply", "completed", "stopped", "failed",
+    "progress",
 })
+# Work that is not a training step but is progress all the same (hang detection counts it):
+# "progress" is {kind, phase, done, total|None, unit, rate|None, eta|None} for long preparation
+# (tokenizer training, encoding), evaluation and live sampling.
+WORKER_PROGRESS_EVENTS = frozenset({"progress", "setup", "eval", "sample_chunk", "reply", "checkpoint"})
 WORKER_COMMANDS = frozenset({
     "set_threads", "set_batch", "pause", "resume", "checkpoint", "stop", "sample", "evaluate",
 })

@@ -15,6 +15,7 @@ from typing import Any
 
 from macgpt.config.estimate import RUNTIME_BYTES, estimate
 from macgpt.config.job import JobSpec
+from macgpt.protocol import WORKER_PROGRESS_EVENTS
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.workers import FrozenRegistry, WorkerProcess
 
@@ -51,7 +52,7 @@ class Live:
     final: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
     stopped_event: dict[str, Any] | None = None
-    setup_marks: int = 0  # set-up phases reported: progress before the first step
+    setup_marks: int = 0  # progress of any kind but steps (set-up, preparation, evaluation, sampling)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -161,6 +162,8 @@ class JobRunner:
         live, kind = self.live, msg["kind"]
         now = self.clock()
         live.last_message = now
+        if kind in WORKER_PROGRESS_EVENTS:
+            live.setup_marks += 1
         if kind == "reply":
             callbacks = self.pending.pop(msg.get("rid"), None)
             if callbacks:
@@ -185,7 +188,6 @@ class JobRunner:
         live = self.live
         if kind == "setup":
             live.phase = str(msg.get("phase", "setup"))
-            live.setup_marks += 1
         elif kind == "started":
             live.phase = "training"
             live.step = msg["step"]
