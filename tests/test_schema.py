@@ -92,11 +92,16 @@ def test_estimate_grows_with_batch() -> None:
     assert estimate(m, 32).training_bytes > estimate(m, 4).training_bytes > 4 * estimate(m, 4).weights_bytes
 
 
-def test_presets_are_valid_configs() -> None:
+def test_every_preset_value_is_within_its_field_bounds() -> None:
+    import dataclasses
+
     for p in PRESETS.values():
-        with_overrides(p.model, {})
-        with_overrides(p.train, {})
         assert isinstance(p.train, TrainConfig)
+        for cfg in (p.model, p.train):
+            for f in dataclasses.fields(cfg):
+                value = getattr(cfg, f.name)
+                if isinstance(value, bool | int | float | str):  # parsed back through the schema's bounds
+                    assert getattr(with_overrides(cfg, {f.name: str(value)}), f.name) == value, (p, f.name)
 
 
 def test_limits_in_force_take_the_strictest_value_a_running_job_set() -> None:

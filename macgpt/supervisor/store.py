@@ -178,6 +178,8 @@ class JobStore:
             now = time.time()
             if new in FINISHED:
                 fields.setdefault("finished", now)
+            elif old in FINISHED:  # a retried job is not finished any more
+                fields.setdefault("finished", None)
             sets = ", ".join(f"{k} = ?" for k in fields)
             db.execute(
                 f"UPDATE jobs SET state = ?, reason = ?, updated = ?{', ' + sets if sets else ''} WHERE id = ?",

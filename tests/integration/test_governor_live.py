@@ -38,6 +38,28 @@ def test_cpu_hog_stops_the_trainer_within_a_second_and_it_comes_back_after_the_h
         assert run.stop() == 130
 
 
+def _tree_and_machine_cpu(pid: int, seconds: float) -> tuple[float, float]:
+    """CPU of a process and its children, and of the whole machine, in percent of all cores."""
+    root = psutil.Process(pid)
+
+    def tree_seconds() -> float:
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    psutil.cpu_percent()
+    t0, c0 = time.monotonic(), tree_seconds()
+    time.sleep(seconds)
+    machine = psutil.cpu_percent()
+    ours = 100 * (tree_seconds() - c0) / (time.monotonic() - t0) / (psutil.cpu_count() or 1)
+    return ours, machine
+
+
 def test_memory_hog_shrinks_the_batch_then_pauses_and_gives_back(home: Path) -> None:
     vm = psutil.virtual_memory()
     used = vm.percent + 100 * 380 * 2**20 / vm.total  # the machine's use plus the tiny trainer's ~360 MB
@@ -64,11 +86,11 @@ def test_a_greedy_worker_that_ignores_commands_is_held_to_the_cpu_limit(home: Pa
         run.wait(lambda e: e["event"] == "started", timeout=30)
         run.wait(lambda e: governor(e, "throttled"), timeout=10)
         time.sleep(2.0)  # let the duty cycle settle
-        psutil.cpu_percent()
-        samples = [psutil.cpu_percent(interval=0.5) for _ in range(8)]
-        average = sum(samples) / len(samples)
-        assert average <= 50 + 8, samples
-        assert average >= 25, samples  # throttled, not simply stopped
+        pid = run.kinds("spawned")[-1]["pid"]
+        ours, machine = _tree_and_machine_cpu(pid, seconds=4.0)
+        assert ours <= 50 + 8, (ours, machine)  # measured from outside, on the worker's own process tree
+        if machine - ours < 15:  # a quiet machine: the budget is most of the limit, so it is used
+            assert ours >= 25, (ours, machine)  # throttled, not simply stopped
     finally:
         run.proc.kill()
 
