@@ -26,6 +26,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="a longer soak: N times the SIGKILLs and fuzzed messages of the fault suites")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration starts real daemons and workers: marked slow, so that
+    ``pytest -m "not slow"`` gives the fast unit layer alone."""
+    integration = ROOT / "tests" / "integration"
+    for item in items:
+        if integration in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def soak(request: pytest.FixtureRequest) -> int:
     return max(1, request.config.getoption("--soak"))
