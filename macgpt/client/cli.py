@@ -59,7 +59,7 @@ def train(ctx: click.Context, out: Path | None, fresh: bool, as_json: bool, **op
     from macgpt.client import local
 
     spec = spec_from_options(opts)
-    check_data(spec)
+    spec = check_data(spec)
     return local.train(spec, layout(ctx.obj["home"]), out, fresh, as_json)
 
 
@@ -117,12 +117,13 @@ def sample(ctx: click.Context, prompt: str, job: int | None, model: Path | None,
 @click.option("--model", type=click.Path(path_type=Path), required=True, help="checkpoint file")
 @click.option("--data", multiple=True, metavar="FILE", help="text to evaluate on (default: built-in test set)")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--all", "every", is_flag=True, help="every token (default: an evenly spread sample of ~64K tokens)")
 @input_errors
-def evaluate(model: Path, data: tuple[str, ...], as_json: bool) -> int:
+def evaluate(model: Path, data: tuple[str, ...], as_json: bool, every: bool) -> int:
     """Loss, perplexity and token count of a checkpoint on held-out text (the guide's evaluate.py)."""
     from macgpt.client import local
 
-    return local.evaluate(model, list(data), as_json)
+    return local.evaluate(model, list(data), as_json, every)
 
 
 @main.command()
@@ -136,7 +137,7 @@ def submit(ctx: click.Context, follow: bool, as_json: bool, **opts: Any) -> int:
     from macgpt.client import jobs
 
     spec = spec_from_options(opts)
-    check_data(spec)
+    spec = check_data(spec)
     return jobs.submit(ctx.obj["home"], spec, follow, as_json)
 
 

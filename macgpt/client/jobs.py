@@ -51,6 +51,7 @@ def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool) -> int:
     result = client.call("submit", {
         "config": spec.config, "overrides": overrides, "data": list(spec.data),
         "eval_data": list(spec.eval_data), "name": spec.name, "limits": spec.own_limits,
+        "manifest": spec.manifest,
     })
     if as_json and not follow:
         print(json.dumps(result, ensure_ascii=False))
@@ -142,6 +143,8 @@ class _ProgressBar:
             self.progress.update(self.task, total=d["max_steps"], completed=d["step"], info=info)
         elif ev["kind"] == "state":
             self.progress.update(self.task, info=d["state"] + (f" ({d['reason']})" if d.get("reason") else ""))
+        elif ev["kind"] == "progress" and d.get("total"):
+            self.progress.update(self.task, total=d["total"], completed=d.get("done") or 0, info=render.progress_text(d))
 
     def close(self) -> None:
         self.progress.stop()
@@ -179,6 +182,8 @@ def status(home: str | None, job: int | None, as_json: bool) -> int:
     for j in r["jobs"]:
         if j.get("governor"):
             click.echo(f"job {j['id']}: {j['governor']}")
+        if j.get("preparing"):
+            click.echo(f"job {j['id']}: preparing: {render.progress_text(j['preparing'])}")
         if j.get("warning") and j["state"] not in ("completed", "cancelled"):
             click.echo(f"job {j['id']}: ⚠ {j['warning']}")
         if len(j.get("reason") or "") > 48 and j["state"] not in ("completed",):

@@ -197,18 +197,20 @@ def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool)
     return Exit.OK
 
 
-def evaluate(path: Path, data: list[str], as_json: bool) -> int:
+def evaluate(path: Path, data: list[str], as_json: bool, every: bool = False) -> int:
     from macgpt.ckptformat import CheckpointError, verify_file
+    from macgpt.config.schema import TrainConfig
     from macgpt.data import BUILTIN_TEST, builtin_path
-    from macgpt.data.texts import DataError, load_corpus
+    from macgpt.data.sources import validate
+    from macgpt.errors import DataError
 
     files = list(data) or [str(builtin_path(BUILTIN_TEST))]
     try:
         verify_file(path)  # before torch loads: a wrong file or bad data is refused at once
-        load_corpus(files)
+        manifest = validate(files)
         from macgpt.worker import offline
 
-        r = offline.evaluate(path, files)
+        r = offline.evaluate(path, manifest, 0 if every else TrainConfig().eval_tokens)
     except CheckpointError as e:
         click.echo(f"error: {e}", err=True)
         return Exit.USAGE

@@ -78,11 +78,36 @@ def explicit_limits(opts: dict[str, Any]) -> dict[str, Any]:
     return {k: opts[k] for k in keys if opts.get(k) is not None}
 
 
-def check_data(spec: JobSpec) -> tuple[int, int]:
-    """Read and validate the job's data now, before anything runs; (train texts, eval texts)."""
-    from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
-    from macgpt.data.texts import load_corpus
+def check_data(spec: JobSpec) -> JobSpec:
+    """Validate the job's data now, here, as the user, before anything runs (streamed: constant
+    memory, a progress line for big inputs); the spec returned carries the validated file list."""
+    import dataclasses
 
-    train = load_corpus(list(spec.data) or [builtin_path(BUILTIN_TRAIN)])
+    from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
+    from macgpt.data.sources import validate
+
+    progress = _progress_line()
+    train = validate(list(spec.data) or [builtin_path(BUILTIN_TRAIN)], progress)
     evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
-    return len(train.texts), (len(load_corpus(evals).texts) if evals else 0)
+    ev = validate(evals, progress) if evals else None
+    if progress is not None:
+        click.echo("", err=True)
+    return dataclasses.replace(spec, manifest={"train": train.to_dict(), "eval": ev.to_dict() if ev else None})
+
+
+def _progress_line() -> Callable[[int, int], None] | None:
+    """A one-line "validating" report on a terminal for inputs over 64 MB."""
+    import sys
+    import time
+
+    if not sys.stderr.isatty():
+        return None
+    t0 = time.monotonic()
+
+    def show(done: int, total: int) -> None:
+        if total >= 64 << 20:
+            rate = done / max(1e-9, time.monotonic() - t0) / 1e6
+            click.echo(f"\rvalidating data: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB ({rate:.0f} MB/s)",
+                       nl=False, err=True)
+
+    return show

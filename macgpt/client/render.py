@@ -56,6 +56,8 @@ def event_line(kind: str, d: dict[str, Any]) -> str | None:
         return f"💾 checkpoint @{d['step']} ({d.get('reason')}, {fmt_bytes(d.get('bytes', 0))}, {d.get('seconds', 0):.3f}s)"
     if kind == "setup":
         return setup_line(d)
+    if kind == "progress":
+        return "⏳ " + progress_text(d)
     if kind == "started":
         return f"🏃 training from step {d['step']} to {d['max_steps']} ({d['threads']} threads, batch {d['batch_size']})"
     if kind == "paused":
@@ -91,7 +93,10 @@ def setup_line(d: dict[str, Any]) -> str | None:
         return f"🔧 PyTorch loaded ({d['seconds']:.1f}s after start)"
     if phase == "data":
         ev = f"; eval {d['eval_texts']} texts" if d.get("eval_texts") else "; no eval data"
-        return f"📚 data: {d['texts']} texts, {d['chars']:,} characters{ev}"
+        if d.get("holdout"):
+            ev = "; no --eval-data: ~2% of the texts (chosen by hash, always the same) held out for evaluation"
+        size = f"{d['bytes'] / 1e6:,.1f} MB" if "bytes" in d else f"{d['chars']:,} characters"
+        return f"📚 data: {d['texts']:,} texts, {size}{ev}"
     if phase == "tokenizer":
         how = {"trained": "trained", "cache": "reused (same data and vocab)", "job": "loaded"}[d["origin"]]
         return f"🔤 tokenizer {how}: vocab {d['vocab_size']}, {d['path']}"
@@ -101,6 +106,17 @@ def setup_line(d: dict[str, Any]) -> str | None:
     if phase == "resumed":
         return f"↩️  resumed from step {d['step']}: {d['path']}"
     return None
+
+
+def progress_text(d: dict[str, Any]) -> str:
+    """``encode: 12.0/100.0 MB (5.1 MB/s, ETA 17s)`` from a "progress" event."""
+    if d.get("note"):
+        return f"{d.get('phase')}: {d['note']}"
+    total = f"/{d['total']:,.1f}" if d.get("total") is not None else ""
+    rate = f" ({d['rate']:,.1f} {d.get('unit', '')}/s" if d.get("rate") else " ("
+    eta = f", ETA {fmt_duration(d['eta'])})" if d.get("eta") is not None else ")"
+    what = {"tokenizer": "training the tokenizer", "encode": "encoding the corpus"}.get(str(d.get("phase")), d.get("phase"))
+    return f"{what}: {d.get('done', 0):,.1f}{total} {d.get('unit', '')}{rate}{eta}".replace(" ()", "")
 
 
 def json_line(kind: str, d: dict[str, Any]) -> str:

@@ -38,6 +38,8 @@ class JobSpec:
     name: str = ""
     limits: Limits = field(default_factory=Limits)
     own_limits: dict[str, Any] = field(default_factory=dict)  # the limits this job set for itself
+    # {"train": manifest, "eval": manifest | None}: the files validated at submit (data.sources)
+    manifest: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,7 @@ class JobSpec:
             "eval_data": list(self.eval_data),
             "limits": self.limits.to_dict(),
             "own_limits": dict(self.own_limits),
+            "manifest": self.manifest,
         }
 
     @classmethod
@@ -62,6 +65,7 @@ class JobSpec:
             eval_data=tuple(str(p) for p in d.get("eval_data", ())),
             limits=Limits.from_dict(d.get("limits", {})),
             own_limits=_own_limits(d.get("own_limits", {})),
+            manifest=d.get("manifest") or {},
         )
 
     def save(self, path: Path) -> None:

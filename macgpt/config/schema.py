@@ -82,6 +82,9 @@ class TrainConfig:
     checkpoint_interval: int = _f(100, Bound(int, 0, 10_000_000, help="steps between checkpoints (0: off)"))
     checkpoint_seconds: float = _f(30.0, Bound(float, 0.0, 86400.0, help="seconds between checkpoints (0: off)"))
     device: str = _f("auto", Bound(str, choices=("auto", "cpu", "mps", "cuda"), help="compute device"))
+    eval_tokens: int = _f(65536, Bound(int, 0, 2**40, help="tokens of an evenly spread evaluation sample (0: every token)"))
+    tokenizer_sample_mb: float = _f(32.0, Bound(float, 0.0, 1e6, lo_open=True,
+                                         help="MB of text, evenly spread, that the tokenizer is trained on"))
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}

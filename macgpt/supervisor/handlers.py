@@ -4,6 +4,7 @@ already validated by ``protocol.parse_request``. A handler returns its result, r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -15,8 +16,8 @@ from macgpt import __version__, protocol
 from macgpt.ckptformat import checkpoint_files
 from macgpt.config.job import build_spec
 from macgpt.config.schema import ConfigError
-from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
-from macgpt.data.texts import DataError, load_corpus
+from macgpt.data.sources import Manifest, changed_files
+from macgpt.errors import DataError
 from macgpt.fsutil import atomic_write_text
 from macgpt.protocol import FINISHED, ErrorCode, JobState, ProtocolError
 
@@ -94,24 +95,37 @@ def daemon_info(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str,
 
 @handler("submit")
 def submit(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]:
-    """Queue a job: {config, overrides?, data?, eval_data?, name?, limits?} -> {job, name, position}.
-    The data files are read and validated now; nothing is queued when anything is wrong."""
+    """Queue a job: {config, overrides?, data?, eval_data?, name?, limits?, manifest?} -> {job, name, position}.
+    The client validated the data files; here only a ``stat`` of each checks they are unchanged
+    (the daemon's loop never reads training data). Nothing is queued when anything is wrong."""
     try:
         own = args.get("limits") or {}
         limits = daemon.governance.base.updated(own)
         spec = build_spec(args["config"], args.get("overrides") or {}, args.get("data") or [],
                           args.get("eval_data") or [], args.get("name") or "", limits, own)
-        load_corpus(list(spec.data) or [builtin_path(BUILTIN_TRAIN)])
-        evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
-        if evals:
-            load_corpus(evals)
-    except (ConfigError, DataError) as e:
+        spec = dataclasses.replace(spec, manifest=checked_manifest(spec, args.get("manifest") or {}))
+    except (ConfigError, DataError, KeyError, TypeError, ValueError) as e:
         raise ProtocolError(ErrorCode.INVALID, str(e)) from None
     job_id = daemon.store.create(spec.name, spec.config, spec.to_dict(), spec.train.steps)
     daemon._job_event(job_id, "state", {"state": "queued", "reason": None, "config": spec.config})
     position = len(daemon.store.queued())
     return {"job": job_id, "name": spec.name, "config": spec.config, "position": position,
             "job_dir": str(daemon.lay.job_dir(job_id))}
+
+
+def checked_manifest(spec: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The client's validated file lists, after cheap checks; DataError when a file changed or
+    when data files come without one (the worker validates only the built-in data itself)."""
+    if not manifest.get("train"):
+        if spec.data or spec.eval_data:
+            raise DataError(["data files must be validated by the client first: submit with `macgpt submit`"])
+        return {}
+    parts = [Manifest.from_dict(manifest["train"])]
+    parts += [Manifest.from_dict(manifest["eval"])] if manifest.get("eval") else []
+    changed = [line for m in parts for line in changed_files(m)]
+    if changed:
+        raise DataError(changed)
+    return {"train": parts[0].to_dict(), "eval": parts[1].to_dict() if len(parts) > 1 else None}
 
 
 def job_view(daemon: Daemon, job: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +144,7 @@ def job_view(daemon: Daemon, job: dict[str, Any]) -> dict[str, Any]:
         view.update(pid=live.pid, step=max(live.step, job["step"]), loss=live.loss if live.loss is not None else job["loss"],
                     threads=live.threads, batch_size=live.batch_size, micro_batch=live.micro_batch,
                     steps_per_s=live.steps_per_s, tokens_per_s=live.tokens_per_s, rss=live.rss,
-                    phase=live.phase)
+                    phase=live.phase, preparing=live.preparing)
         view.update(daemon.governance.view(job["id"]))
     return view
 

@@ -53,6 +53,7 @@ class Live:
     failure: dict[str, Any] | None = None
     stopped_event: dict[str, Any] | None = None
     setup_marks: int = 0  # progress of any kind but steps (set-up, preparation, evaluation, sampling)
+    preparing: dict[str, Any] | None = None  # the last "progress" event before training started
     warnings: list[str] = field(default_factory=list)
 
 
@@ -188,8 +189,11 @@ class JobRunner:
         live = self.live
         if kind == "setup":
             live.phase = str(msg.get("phase", "setup"))
+        elif kind == "progress" and live.phase != "training":
+            live.preparing = {k: msg.get(k) for k in ("phase", "done", "total", "unit", "rate", "eta")}
         elif kind == "started":
             live.phase = "training"
+            live.preparing = None
             live.step = msg["step"]
             live.last_progress = self.clock()
             live.max_steps = msg["max_steps"]

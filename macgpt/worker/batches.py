@@ -1,75 +1,124 @@
 """Token streams and batches: a seeded, resumable order over fixed-length chunks.
 
-The training text is one stream of token ids. Each epoch cuts it into ``block_size + 1`` long
-chunks at a random offset and visits them in a random order; both come from a generator seeded
-with (seed, epoch), so the position ``(epoch, index)`` alone restores the data order exactly.
+The training text is one stream of token ids (in memory, or a token file read by windows). Each
+epoch cuts it into ``block_size + 1`` long chunks at a random offset and visits them in a random
+order; both come from a generator seeded with (seed, epoch), so the position ``(epoch, index)``
+alone restores the data order exactly. Small corpora use a full permutation; above
+``PERM_LIMIT`` chunks a seeded Feistel bijection gives the order in constant memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import torch
 
+from macgpt.worker.tokencache import TensorTokens, TokenFile, as_tokens
 from macgpt.worker.tokenizer import IM_END, BPETokenizer
+
+PERM_LIMIT = 1 << 18  # chunks; a full permutation of this many costs 2 MB
+ROUNDS = 4
 
 
 class DataTooShort(ValueError):
     pass
 
 
+def joined(text: str) -> str:
+    """A text as it enters the stream: a newline ends texts that do not end in <|im_end|>."""
+    return text if text.endswith(IM_END) else text + "\n"
+
+
 def token_stream(tokenizer: BPETokenizer, texts: tuple[str, ...] | list[str]) -> torch.Tensor:
-    """All texts as one id stream; a newline separates texts that do not end in <|im_end|>."""
-    joined = [t if t.endswith(IM_END) else t + "\n" for t in texts]
+    """All texts as one in-memory id stream (small corpora)."""
     ids: list[int] = []
-    for chunk in tokenizer.encode_batch(joined):
+    for chunk in tokenizer.encode_batch([joined(t) for t in texts]):
         ids.extend(chunk)
     return torch.tensor(ids, dtype=torch.long)
 
 
+class Bijection:
+    """A seeded permutation of ``range(n)`` computed per index: a balanced Feistel network on the
+    next even power of two, cycle-walking back into range (at most ~4 rounds on average)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.half = max(1, ((n - 1).bit_length() + 1) // 2)
+        self.mask = (1 << self.half) - 1
+        digest = hashlib.sha256(f"macgpt-order-{seed}".encode()).digest()
+        self.keys = [int.from_bytes(digest[8 * r : 8 * r + 8], "little") for r in range(ROUNDS)]
+
+    def _round(self, x: int, key: int) -> int:
+        x = (x * 0x9E3779B97F4A7C15 + key) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 29
+        return (x * 0xBF58476D1CE4E5B9) >> 32 & self.mask
+
+    def __getitem__(self, i: int) -> int:
+        x = i
+        while True:
+            left, right = x >> self.half, x & self.mask
+            for key in self.keys:
+                left, right = right, left ^ self._round(right, key)
+            x = (left << self.half) | right
+            if x < self.n:
+                return x
+
+    def take(self, start: int, count: int) -> torch.Tensor:
+        return torch.tensor([self[i] for i in range(start, min(self.n, start + count))], dtype=torch.long)
+
+
+class _Perm:
+    def __init__(self, n: int, g: torch.Generator) -> None:
+        self.n = n
+        self.order = torch.randperm(n, generator=g)
+
+    def take(self, start: int, count: int) -> torch.Tensor:
+        return self.order[start : start + count]
+
+
 class Batcher:
-    def __init__(self, stream: torch.Tensor, block_size: int, seed: int) -> None:
-        if stream.numel() < 2 * block_size + 1:
+    def __init__(self, stream: torch.Tensor | TokenFile | TensorTokens, block_size: int, seed: int) -> None:
+        self.tokens = as_tokens(stream)
+        if len(self.tokens) < 2 * block_size + 1:
             raise DataTooShort(
-                f"the training data has {stream.numel()} tokens; block_size {block_size} needs at "
+                f"the training data has {len(self.tokens)} tokens; block_size {block_size} needs at "
                 f"least {2 * block_size + 1}: add text or lower --block-size"
             )
-        self.stream = stream
         self.block_size = block_size
         self.seed = seed
         self.epoch = 0
         self.index = 0
         self._order_epoch = -1
-        self._starts = torch.empty(0, dtype=torch.long)
-        self._offsets = torch.arange(block_size + 1)
+        self._offset = 0
+        self._perm: _Perm | Bijection = Bijection(1, seed)
 
-    def _order(self) -> torch.Tensor:
+    def _order(self) -> _Perm | Bijection:
         if self._order_epoch != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            offset = int(torch.randint(self.block_size, (1,), generator=g))
-            n = (self.stream.numel() - 1 - offset) // self.block_size
-            starts = offset + self.block_size * torch.arange(n)
-            self._starts = starts[torch.randperm(n, generator=g)]
+            self._offset = int(torch.randint(self.block_size, (1,), generator=g))
+            n = (len(self.tokens) - 1 - self._offset) // self.block_size
+            self._perm = _Perm(n, g) if n <= PERM_LIMIT else Bijection(n, self.seed * 1_000_003 + self.epoch)
             self._order_epoch = self.epoch
-        return self._starts
+        return self._perm
 
     def chunks_per_epoch(self) -> int:
-        return (self.stream.numel() - 1) // self.block_size
+        return (len(self.tokens) - 1) // self.block_size
 
     def next_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         picked: list[torch.Tensor] = []
         need = batch_size
         while need:
-            starts = self._order()
-            take = starts[self.index : self.index + need]
+            order = self._order()
+            take = order.take(self.index, need)
             picked.append(take)
             need -= take.numel()
             self.index += take.numel()
-            if self.index >= starts.numel():
+            if self.index >= order.n:
                 self.epoch += 1
                 self.index = 0
-        starts = picked[0] if len(picked) == 1 else torch.cat(picked)
-        rows = self.stream[starts.unsqueeze(1) + self._offsets]
+        chunks = picked[0] if len(picked) == 1 else torch.cat(picked)
+        rows = self.tokens.gather(self._offset + self.block_size * chunks, self.block_size + 1)
         return rows[:, :-1], rows[:, 1:]
 
     def state(self) -> dict[str, int]:
@@ -82,16 +131,25 @@ class Batcher:
 
 
 def eval_batches(
-    stream: torch.Tensor, block_size: int, batch_size: int
+    stream: torch.Tensor | TokenFile | TensorTokens, block_size: int, batch_size: int, limit: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every token of a stream once as a target: consecutive chunks, then the shorter tail."""
-    n = (stream.numel() - 1) // block_size
-    if n:
-        full = stream[: n * block_size + 1]
-        x = full[:-1].view(n, block_size)
-        y = full[1:].view(n, block_size)
-        for i in range(0, n, batch_size):
-            yield x[i : i + batch_size], y[i : i + batch_size]
-    tail = stream[n * block_size :]
-    if tail.numel() > 1:
-        yield tail[:-1].unsqueeze(0), tail[1:].unsqueeze(0)
+    """Every token of a stream once as a target (consecutive chunks, then the shorter tail), or,
+    when ``limit`` > 0 and the stream is longer, about ``limit`` target tokens in chunks spread
+    evenly over it (the same chunks every time)."""
+    tokens = as_tokens(stream)
+    total = len(tokens)
+    n = (total - 1) // block_size
+    if limit and n * block_size > limit:
+        m = max(1, limit // block_size)
+        starts = torch.tensor([(i * n // m) * block_size for i in range(m)], dtype=torch.long)
+        tail = False
+    else:
+        starts = torch.arange(n, dtype=torch.long) * block_size
+        tail = True
+    for i in range(0, starts.numel(), batch_size):
+        rows = tokens.gather(starts[i : i + batch_size], block_size + 1)
+        yield rows[:, :-1], rows[:, 1:]
+    if tail:
+        rest = torch.from_numpy(tokens.read(n * block_size, total - n * block_size).astype("int64"))
+        if rest.numel() > 1:
+            yield rest[:-1].unsqueeze(0), rest[1:].unsqueeze(0)

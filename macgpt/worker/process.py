@@ -81,8 +81,11 @@ def _run(args: argparse.Namespace, link: Any, t0: float, pending_stop: list[str]
     def note(phase: str, **fields: Any) -> None:
         link.send("warning" if phase == "warning" else "setup", phase=phase, **fields)
 
+    def emit(phase: str, **fields: Any) -> None:
+        link.send("progress", phase=phase, **fields)
+
     try:
-        trainer = prepare(spec, args.job_dir, args.cache_dir, note)
+        trainer = prepare(spec, args.job_dir, args.cache_dir, note, emit)
     except (DataError, DataTooShort, ResumeError, ConfigError, ValueError) as e:
         link.send("failed", message=str(e), retry=False)
         return EXIT_JOB_INVALID

@@ -12,11 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from macgpt.config.job import JobSpec
-from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
-from macgpt.data.texts import Corpus, load_corpus
-from macgpt.worker import checkpoint
-from macgpt.worker.batches import token_stream
-from macgpt.worker.tokenizer import load_or_train
+from macgpt.data.sources import describe_change
+from macgpt.worker import checkpoint, dataprep
 from macgpt.worker.trainer import Trainer, resolve_device
 
 Note = Callable[..., None]
@@ -26,41 +23,38 @@ class ResumeError(Exception):
     """The job directory holds a checkpoint this job cannot continue from."""
 
 
-def corpora(spec: JobSpec) -> tuple[Corpus, Corpus | None]:
-    train_files = list(spec.data) or [builtin_path(BUILTIN_TRAIN)]
-    eval_files = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
-    return load_corpus(train_files), (load_corpus(eval_files) if eval_files else None)
-
-
-def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) -> Trainer:
+def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, emit: Note | None = None) -> Trainer:
+    """``emit(phase, **fields)`` reports long preparation ("tokenizer", "encode") as progress."""
+    emit = emit or (lambda *_a, **_k: None)
     t0 = time.perf_counter()
-    train_corpus, eval_corpus = corpora(spec)
-    note("data", texts=len(train_corpus.texts), chars=train_corpus.chars,
-         eval_texts=len(eval_corpus.texts) if eval_corpus else 0, files=list(train_corpus.files))
+    c = dataprep.corpora(spec)
+    note("data", texts=c.train.texts, chars=c.train.text_bytes, bytes=c.train.text_bytes,
+         eval_texts=c.eval.texts if c.eval else 0, holdout=c.holdout,
+         files=[f.path for f in c.train.files][:20], identity=c.train.identity[:12])
+    dataprep.encode_threads(spec.train.threads)
 
     for stale in job_dir.glob(".*.tmp-*"):  # half-written files of a worker killed mid-write
         stale.unlink(missing_ok=True)
     state, ckpt_path, warnings = checkpoint.load_latest(job_dir)
     for w in warnings:
         note("warning", message=w)
+    if state is not None:
+        check_same_data(state, c, ckpt_path, spec)
     tok_path = job_dir / "tokenizer.json"
     if state is not None and not tok_path.exists():
         tok_path.write_text(state["tokenizer_json"], encoding="utf-8")
-    tokenizer, origin = load_or_train(
-        train_corpus.texts, train_corpus.sha256, spec.model.vocab_size, tok_path, cache_dir
-    )
+    tokenizer, origin = dataprep.tokenizer(spec, c, tok_path, cache_dir, emit)
     note("tokenizer", origin=origin, vocab_size=tokenizer.vocab_size, path=str(tok_path),
          sha256=tokenizer.sha256[:12])
 
-    train_stream = token_stream(tokenizer, train_corpus.texts)
-    eval_stream = token_stream(tokenizer, eval_corpus.texts) if eval_corpus else None
+    train_tokens, eval_tokens = dataprep.token_files(c, tokenizer, (cache_dir or job_dir) / "tokens", emit)
     model_cfg = dataclasses.replace(spec.model, vocab_size=tokenizer.vocab_size)
     device = resolve_device(spec.train.device)
-    trainer = Trainer(model_cfg, spec.train, tokenizer, train_stream, eval_stream, device)
+    trainer = Trainer(model_cfg, spec.train, tokenizer, train_tokens, eval_tokens, device)
+    trainer.corpus = c.identity
     note("model", device=device.type, threads=trainer.threads,
-         tokens=int(train_stream.numel()),
-         eval_tokens=int(eval_stream.numel()) if eval_stream is not None else 0,
-         chunks_per_epoch=trainer.batcher.chunks_per_epoch(),
+         tokens=len(train_tokens), eval_tokens=len(eval_tokens) if eval_tokens is not None else 0,
+         token_file=str(train_tokens.path), chunks_per_epoch=trainer.batcher.chunks_per_epoch(),
          params=trainer.model.num_params(), params_block=trainer.model.num_params(True))
 
     if state is not None:
@@ -69,6 +63,27 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) ->
         note("resumed", step=trainer.step, path=str(ckpt_path))
     note("ready", seconds=round(time.perf_counter() - t0, 3))
     return trainer
+
+
+def check_same_data(state: dict[str, Any], c: dataprep.Corpora, path: Path | None, spec: JobSpec) -> None:
+    """Refuse to continue a run on other data than it was trained on (a checkpoint from before
+    corpora were recorded is accepted)."""
+    saved = state.get("corpus")
+    if not saved:
+        return
+    now = c.identity
+    if saved["train"]["identity"] != now["train"]["identity"]:
+        what = describe_change(saved["train"], c.train)
+    elif (saved.get("eval") or {}).get("identity") != (now.get("eval") or {}).get("identity") \
+            or saved.get("holdout") != now["holdout"]:
+        what = "the evaluation data differs"
+    else:
+        return
+    raise ResumeError(
+        f"{path}: this run was trained on other data ({what}); it will not continue on the new data. "
+        f"To start fresh: `macgpt train {spec.config} ... --fresh` (or another --name / --out), "
+        "or submit a new job"
+    )
 
 
 def check_resumable(state: dict[str, Any], trainer: Trainer, path: Path | None) -> None:

@@ -20,6 +20,7 @@ from macgpt.model import GPT
 from macgpt.worker.adamw import AdamW
 from macgpt.worker.batches import Batcher, eval_batches
 from macgpt.worker.sampling import SampleParams, SampleResult, sample_text
+from macgpt.worker.tokencache import TokenFile
 from macgpt.worker.tokenizer import BPETokenizer
 
 RECENT = 20  # steps in the "train loss" reported at the end (the quality bar's window)
@@ -71,8 +72,8 @@ class Trainer:
         model_cfg: ModelConfig,
         train_cfg: TrainConfig,
         tokenizer: BPETokenizer,
-        train_stream: torch.Tensor,
-        eval_stream: torch.Tensor | None,
+        train_stream: torch.Tensor | TokenFile,
+        eval_stream: torch.Tensor | TokenFile | None,
         device: torch.device,
     ) -> None:
         self.model_cfg = model_cfg
@@ -89,6 +90,7 @@ class Trainer:
         self.loss_sum = 0.0
         self.recent: list[float] = []
         self.last_eval: dict[str, float] | None = None
+        self.corpus: dict[str, Any] | None = None  # the data's identity, kept in checkpoints
         self.set_threads(train_cfg.threads)
 
     # -- knobs ------------------------------------------------------------------------------
@@ -152,15 +154,17 @@ class Trainer:
         return self.batcher.epoch
 
     @torch.no_grad()
-    def evaluate(self, batch_size: int = 16) -> dict[str, float] | None:
-        """Mean loss and perplexity over every token of the test text (None without test text)."""
+    def evaluate(self, batch_size: int = 16, limit: int | None = None) -> dict[str, float] | None:
+        """Mean loss and perplexity over an evenly spread sample of ``limit`` (default: the
+        ``eval_tokens`` setting; 0: every) tokens of the test text (None without test text)."""
         if self.eval_stream is None or self.eval_stream.numel() < 2:
             return None
         was_training = self.model.training
         self.model.eval()
         total, count = 0.0, 0
         try:
-            for x, y in eval_batches(self.eval_stream, self.model_cfg.block_size, batch_size):
+            cap = self.cfg.eval_tokens if limit is None else limit
+            for x, y in eval_batches(self.eval_stream, self.model_cfg.block_size, batch_size, cap):
                 _, loss, _ = self.model(x.to(self.device), y.to(self.device))
                 total += loss.item() * y.numel()
                 count += y.numel()
@@ -188,6 +192,7 @@ class Trainer:
             "last_eval": self.last_eval,
             "tokenizer_json": self.tokenizer.json,
             "tokenizer_sha256": self.tokenizer.sha256,
+            "corpus": self.corpus,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

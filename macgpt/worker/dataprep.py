@@ -1,0 +1,149 @@
+"""From validated files to token files: the job's corpora, its tokenizer, and the cached encoding.
+
+Runs in the worker, under the governor. The tokenizer learns from a bounded, evenly spread
+sample; the corpus is encoded once into token files keyed by (corpus, tokenizer) and reused by
+every later job and restart. Without ``--eval-data``, about 2 % of the texts (chosen by a hash
+of each text, so always the same ones) are held out for evaluation and never trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from macgpt.config.job import JobSpec
+from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
+from macgpt.data.sources import Manifest, changed_files, texts_of, validate
+from macgpt.errors import DataError
+from macgpt.worker import tokencache
+from macgpt.worker.batches import joined
+from macgpt.worker.tokencache import Rate, TokenFile
+from macgpt.worker.tokenizer import BPETokenizer, load_or_train
+
+HOLDOUT_MODULUS = 50  # one text in 50 (~2 %) is held out when there is no eval data
+
+Emit = Callable[..., None]  # progress(phase, **fields)
+
+
+def held_out(text: str) -> bool:
+    return zlib.crc32(text.encode("utf-8")) % HOLDOUT_MODULUS == 0
+
+
+@dataclass(frozen=True)
+class Corpora:
+    train: Manifest
+    eval: Manifest | None
+    holdout: bool  # eval texts are the held-out share of train
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint records, to refuse a resume on other data."""
+        return {"train": self.train.to_dict(), "eval": self.eval.to_dict() if self.eval else None,
+                "holdout": self.holdout}
+
+    def key(self, part: str) -> str:
+        base = self.train.identity if part == "train" or self.holdout else self.eval.identity  # type: ignore[union-attr]
+        return hashlib.sha256(f"{base}|holdout={self.holdout}|{part}".encode()).hexdigest()
+
+
+def corpora(spec: JobSpec) -> Corpora:
+    """The job's manifests: the ones validated at submit (after a cheap ``stat`` check that the
+    files are unchanged), else validated here (built-in data, or a spec written by hand)."""
+    recorded = spec.manifest or {}
+    if recorded.get("train"):
+        train = Manifest.from_dict(recorded["train"])
+        ev = Manifest.from_dict(recorded["eval"]) if recorded.get("eval") else None
+        changed = changed_files(train) + (changed_files(ev) if ev else [])
+        if changed:
+            raise DataError([*changed, "submit the job again to validate the new content"])
+    else:
+        train = validate(list(spec.data) or [builtin_path(BUILTIN_TRAIN)])
+        evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
+        ev = validate(evals) if evals else None
+    holdout = bool(spec.data) and not spec.eval_data
+    return Corpora(train, ev, holdout)
+
+
+def _sample(c: Corpora, cap_bytes: int) -> Iterator[str]:
+    """Every k-th training text, k chosen so the sample is about ``cap_bytes``."""
+    stride = max(1, math.ceil(c.train.text_bytes / cap_bytes))
+    i = 0
+    for text in texts_of(c.train):
+        if c.holdout and held_out(text):
+            continue
+        if i % stride == 0:
+            yield text
+        i += 1
+
+
+def tokenizer(spec: JobSpec, c: Corpora, job_path: Path, cache_dir: Path | None,
+              emit: Emit) -> tuple[BPETokenizer, str]:
+    cap = int(spec.train.tokenizer_sample_mb * 1e6)
+    stride = max(1, math.ceil(c.train.text_bytes / cap))
+    sample_id = hashlib.sha256(f"{c.key('train')}|stride={stride}".encode()).hexdigest()
+    total = min(c.train.text_bytes, cap)
+    rate = Rate(total)
+
+    def watched() -> Iterator[str]:
+        done = 0
+        for text in _sample(c, cap):
+            done += len(text.encode("utf-8"))
+            if rate.due():
+                emit("tokenizer", **rate.fields(done))
+            yield text
+        emit("tokenizer", **rate.fields(done))
+
+    return load_or_train(watched(), sample_id, spec.model.vocab_size, job_path, cache_dir)
+
+
+def token_files(c: Corpora, tok: BPETokenizer, cache_dir: Path, emit: Emit) -> tuple[TokenFile, TokenFile | None]:
+    """The train (and eval) token files, built now unless a whole one is cached."""
+    parts = ["train"] + (["eval"] if c.eval or c.holdout else [])
+    paths = {p: cache_dir / f"{hashlib.sha256((c.key(p) + tok.sha256).encode()).hexdigest()[:40]}.tok" for p in parts}
+    opened = {p: tokencache.open_tokens(paths[p], tok.sha256, c.key(p)) for p in parts}
+    missing = {p: paths[p] for p in parts if opened[p][0] is None}
+    if missing:
+        for p in missing:
+            if opened[p][1] != "not built yet":
+                emit("encode", note=f"token cache {paths[p].name} {opened[p][1]}: rebuilding")
+        _encode(c, tok, missing, emit)
+        opened.update({p: tokencache.open_tokens(paths[p], tok.sha256, c.key(p)) for p in missing})
+    for p in parts:
+        if opened[p][0] is None:
+            raise OSError(f"token file {paths[p]} could not be read back: {opened[p][1]}")
+    return opened["train"][0], opened["eval"][0] if "eval" in opened else None  # type: ignore[return-value]
+
+
+def _encode(c: Corpora, tok: BPETokenizer, outputs: dict[str, Path], emit: Emit) -> None:
+    if c.holdout:
+        sources = [(c.train, lambda t: "eval" if held_out(t) else "train", ("train", "eval"))]
+    else:
+        sources = [(c.train, lambda t: "train", ("train",))]
+        if c.eval is not None:
+            sources.append((c.eval, lambda t: "eval", ("eval",)))
+    todo = [(m, route, {p: outputs[p] for p in parts if p in outputs}) for m, route, parts in sources]
+    todo = [t for t in todo if t[2]]
+    rate = Rate(sum(m.text_bytes for m, _, _ in todo))
+    base = 0
+
+    def report(done: int) -> None:
+        if rate.due():
+            emit("encode", **rate.fields(base + done))
+
+    for manifest, route, targets in todo:
+        pairs = ((route(t), joined(t)) for t in texts_of(manifest))
+        tokencache.build(targets, pairs, tok.encode_batch, tok.vocab_size, tok.sha256,
+                         {n: c.key(n) for n in targets}, report)
+        base += manifest.text_bytes
+    emit("encode", **rate.fields(base))
+
+
+def encode_threads(n: int) -> None:
+    """Threads for batch encoding: ``tokenizers`` reads this once, at its first parallel call."""
+    os.environ.setdefault("RAYON_NUM_THREADS", str(n if n > 0 else (os.cpu_count() or 1)))
