@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from macgpt.config.job import JobSpec
+from macgpt.config.schema import LEGACY_RECIPE
 from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
 from macgpt.data.texts import Corpus, load_corpus
 from macgpt.worker import checkpoint
@@ -74,7 +75,7 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) ->
 def check_resumable(state: dict[str, Any], trainer: Trainer, path: Path | None) -> None:
     if state["tokenizer_sha256"] != trainer.tokenizer.sha256:
         raise ResumeError(f"{path}: was trained with a different tokenizer than {trainer.tokenizer.sha256[:12]}")
-    saved = state["model_config"]
+    saved = {"recipe": LEGACY_RECIPE, **state["model_config"]}
     current = dataclasses.asdict(trainer.model_cfg)
     diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if diff:
