@@ -28,15 +28,18 @@ def uses_bias(cfg: ModelConfig) -> bool:
 
 
 def rotary(x: torch.Tensor, start: int) -> torch.Tensor:
-    """Rotate pairs of channels of ``x`` (batch, heads, time, head_dim) by angles that grow with the
-    position (``start`` is the first one). An odd head_dim leaves its last channel unrotated."""
-    t, d = x.size(2), x.size(3)
+    """Rotate adjacent channel pairs of ``x`` (batch, time, ..., head_dim) by angles that grow with
+    the position (``start`` is the first one). An odd head_dim leaves its last channel unrotated.
+    One complex multiply does the rotation: far fewer kernels than the sin/cos form on a CPU."""
+    t, d = x.size(1), x.size(-1)
     half = d // 2
     freqs = 10000.0 ** (-torch.arange(half, dtype=torch.float32, device=x.device) / max(1, half))
     angles = torch.arange(start, start + t, dtype=torch.float32, device=x.device)[:, None] * freqs
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
-    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
+    turn = torch.polar(torch.ones_like(angles), angles).view(t, *([1] * (x.dim() - 3)), half)
+    pairs = x[..., : 2 * half] if d % 2 else x
+    rotated = torch.view_as_real(torch.view_as_complex(pairs.float().contiguous().unflatten(-1, (half, 2))) * turn)
+    rotated = rotated.flatten(-2).to(x.dtype)
+    return torch.cat((rotated, x[..., 2 * half :]), dim=-1) if d % 2 else rotated
 
 
 class CausalSelfAttention(nn.Module):
@@ -53,14 +56,15 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, cache: LayerCache | None = None
     ) -> tuple[torch.Tensor, LayerCache]:
         b, t, c = x.shape
-        q, k, v = self.qkv(x).split(c, dim=2)
-        q = q.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
-        k = k.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
-        v = v.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
-        if self.modern:  # QK-norm, then rotary positions (cached keys are stored rotated)
+        d = c // self.n_head
+        qkv = self.qkv(x).view(b, t, 3, self.n_head, d)
+        if self.modern:  # QK-norm, then rotary positions, on q and k at once (cached keys are stored rotated)
             start = cache[0].size(2) if cache is not None else 0
-            q = rotary(F.rms_norm(q, (q.size(-1),)), start)
-            k = rotary(F.rms_norm(k, (k.size(-1),)), start)
+            q, k = rotary(F.rms_norm(qkv[:, :, :2], (d,)), start).unbind(2)
+            v = qkv[:, :, 2]
+        else:
+            q, k, v = qkv.unbind(2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             k = torch.cat((cache[0], k), dim=2)
             v = torch.cat((cache[1], v), dim=2)

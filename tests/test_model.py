@@ -75,12 +75,15 @@ def test_rotary_attention_depends_on_relative_positions_only() -> None:
     from macgpt.model import rotary
 
     torch.manual_seed(5)
-    q, k = torch.randn(1, 2, 6, 13), torch.randn(1, 2, 6, 13)  # odd head_dim: last channel unrotated
-    scores = rotary(q, 0) @ rotary(k, 0).mT
-    far = rotary(q, 1000) @ rotary(k, 1000).mT  # far past any context window
-    assert torch.allclose(scores, far, atol=1e-3)
-    assert not torch.allclose(scores, q @ k.mT, atol=1e-3)
-    assert torch.equal(rotary(q, 7)[..., 12], q[..., 12])
+    q, k = torch.randn(1, 6, 2, 13), torch.randn(1, 6, 2, 13)  # (batch, time, heads, odd head_dim)
+
+    def scores(start: int) -> torch.Tensor:
+        return rotary(q, start).transpose(1, 2) @ rotary(k, start).transpose(1, 2).mT
+
+    assert torch.allclose(scores(0), scores(1000), atol=1e-3)  # far past any context window
+    assert not torch.allclose(scores(0), q.transpose(1, 2) @ k.transpose(1, 2).mT, atol=1e-3)
+    assert torch.equal(rotary(q, 7)[..., 12], q[..., 12])  # the odd channel is left alone
+    assert torch.allclose(rotary(q, 0)[:, 0], q[:, 0], atol=1e-6)  # position 0 is no rotation
 
 
 @pytest.mark.parametrize("recipe", ["modern", "classic"])
