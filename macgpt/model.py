@@ -1,13 +1,16 @@
 """The GPT network: a small decoder-only transformer, with a KV cache for sampling. No I/O.
 
-Pre-LayerNorm blocks, causal self-attention through ``scaled_dot_product_attention``, a GELU
-MLP, learned position embeddings and output weights tied to the token embedding. The
-configuration is a plain dataclass (``ModelConfig``) stored in every checkpoint, so a checkpoint
-alone rebuilds the model.
+Two recipes (``ModelConfig.recipe``). "modern": pre-RMSNorm blocks, QK-norm and rotary position
+embeddings in the attention, a ReLU² MLP, no biases, an untied output head and zero-initialised
+output projections (the modded-nanogpt speedrun's choices). "classic": nanoGPT's pre-LayerNorm
+blocks, GELU MLP, learned position embeddings and a head tied to the token embedding. Attention
+runs through ``scaled_dot_product_attention`` in both. The configuration is a plain dataclass
+stored in every checkpoint, so a checkpoint alone rebuilds the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -20,12 +23,32 @@ from macgpt.config.schema import ModelConfig
 LayerCache = tuple[torch.Tensor, torch.Tensor]
 
 
+def uses_bias(cfg: ModelConfig) -> bool:
+    return cfg.bias and cfg.recipe == "classic"
+
+
+def rotary(x: torch.Tensor, start: int) -> torch.Tensor:
+    """Rotate adjacent channel pairs of ``x`` (batch, time, ..., head_dim) by angles that grow with
+    the position (``start`` is the first one). An odd head_dim leaves its last channel unrotated.
+    One complex multiply does the rotation: far fewer kernels than the sin/cos form on a CPU."""
+    t, d = x.size(1), x.size(-1)
+    half = d // 2
+    freqs = 10000.0 ** (-torch.arange(half, dtype=torch.float32, device=x.device) / max(1, half))
+    angles = torch.arange(start, start + t, dtype=torch.float32, device=x.device)[:, None] * freqs
+    turn = torch.polar(torch.ones_like(angles), angles).view(t, *([1] * (x.dim() - 3)), half)
+    pairs = x[..., : 2 * half] if d % 2 else x
+    rotated = torch.view_as_real(torch.view_as_complex(pairs.float().contiguous().unflatten(-1, (half, 2))) * turn)
+    rotated = rotated.flatten(-2).to(x.dtype)
+    return torch.cat((rotated, x[..., 2 * half :]), dim=-1) if d % 2 else rotated
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.modern = cfg.recipe == "modern"
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=uses_bias(cfg))
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=uses_bias(cfg))
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
@@ -33,10 +56,15 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, cache: LayerCache | None = None
     ) -> tuple[torch.Tensor, LayerCache]:
         b, t, c = x.shape
-        q, k, v = self.qkv(x).split(c, dim=2)
-        q = q.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
-        k = k.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
-        v = v.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+        d = c // self.n_head
+        qkv = self.qkv(x).view(b, t, 3, self.n_head, d)
+        if self.modern:  # QK-norm, then rotary positions, on q and k at once (cached keys are stored rotated)
+            start = cache[0].size(2) if cache is not None else 0
+            q, k = rotary(F.rms_norm(qkv[:, :, :2], (d,)), start).unbind(2)
+            v = qkv[:, :, 2]
+        else:
+            q, k, v = qkv.unbind(2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             k = torch.cat((cache[0], k), dim=2)
             v = torch.cat((cache[1], v), dim=2)
@@ -59,20 +87,31 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=uses_bias(cfg))
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=uses_bias(cfg))
         self.drop = nn.Dropout(cfg.dropout)
+        self.act = relu_squared if cfg.recipe == "modern" else F.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.drop(self.proj(self.act(self.fc(x))))
+
+
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).square()
+
+
+def norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.recipe == "modern":
+        return nn.RMSNorm(cfg.n_embd)
+    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln1 = norm(cfg)
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln2 = norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(
@@ -84,21 +123,32 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, device: torch.device | str | None = None) -> None:
+        """``device="meta"`` builds the shapes without allocating (to check a checkpoint against them)."""
         super().__init__()
         self.cfg = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.head.weight = self.wte.weight  # tied input/output embeddings
+        self.modern = cfg.recipe == "modern"
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+            self.wpe = None if self.modern else nn.Embedding(cfg.block_size, cfg.n_embd)
+            self.drop = nn.Dropout(cfg.dropout)
+            self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+            self.ln_f = norm(cfg)
+            self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if not self.modern:
+            self.head.weight = self.wte.weight  # tied input/output embeddings
+        if str(device) != "meta":
+            self._init_all()
+
+    def _init_all(self) -> None:
         self.apply(self._init_weights)
-        # GPT-2's scaled init of the residual projections keeps the residual stream's variance flat.
         for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+            if not name.endswith("proj.weight"):
+                continue
+            if self.modern:  # every block starts as the identity; Muon moves them off zero at once
+                nn.init.zeros_(p)
+            else:  # GPT-2's scaled init keeps the residual stream's variance flat
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -112,7 +162,8 @@ class GPT(nn.Module):
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+            n -= sum(m.weight.numel() for m in (self.wte, self.wpe) if m is not None)
+            n -= self.head.weight.numel() if self.modern else 0
         return n
 
     def forward(
@@ -126,8 +177,12 @@ class GPT(nn.Module):
         past = cache[0][0].size(2) if cache else 0
         if past + t > self.cfg.block_size:
             raise ValueError(f"sequence of {past + t} tokens exceeds block_size {self.cfg.block_size}")
-        pos = torch.arange(past, past + t, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(past, past + t, device=idx.device))
+        else:
+            x = F.rms_norm(x, (x.size(-1),))
+        x = self.drop(x)
         new_cache: list[LayerCache] = []
         for i, block in enumerate(self.blocks):
             x, layer_cache = block(x, cache[i] if cache else None)

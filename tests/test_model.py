@@ -23,14 +23,36 @@ def test_param_count_estimate_matches_the_module(name: str) -> None:
     assert count_params(cfg) == (model.num_params(non_embedding=True), model.num_params())
 
 
-def test_output_head_is_tied() -> None:
-    model = GPT(ModelConfig(vocab_size=300))
-    assert model.head.weight.data_ptr() == model.wte.weight.data_ptr()
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_param_count_estimate_matches_the_classic_module(name: str) -> None:
+    cfg = dataclasses.replace(PRESETS[name].model, vocab_size=777, recipe="classic")
+    assert count_params(cfg) == (GPT(cfg).num_params(non_embedding=True), GPT(cfg).num_params())
 
 
-def test_kv_cache_gives_the_same_logits_as_a_full_pass() -> None:
+def test_output_head_is_tied_in_the_classic_recipe_only() -> None:
+    classic = GPT(ModelConfig(vocab_size=300, recipe="classic"))
+    assert classic.head.weight.data_ptr() == classic.wte.weight.data_ptr()
+    modern = GPT(ModelConfig(vocab_size=300))
+    assert modern.head.weight.data_ptr() != modern.wte.weight.data_ptr() and modern.wpe is None
+    # zero-initialised output projections: every block starts as the identity
+    assert all(not p.detach().any() for n, p in modern.named_parameters() if n.endswith("proj.weight"))
+    assert not any(n.endswith("bias") for n, _ in modern.named_parameters())
+
+
+def test_meta_construction_has_the_real_shapes_without_storage() -> None:
+    cfg = ModelConfig(vocab_size=300, n_layer=2, n_embd=32, n_head=4)
+    meta, real = GPT(cfg, device="meta"), GPT(cfg)
+    assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
+    assert all(p.is_meta for p in meta.parameters())
+
+
+@pytest.mark.parametrize("recipe", ["modern", "classic"])
+def test_kv_cache_gives_the_same_logits_as_a_full_pass(recipe: str) -> None:
     torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=300, n_layer=2, n_embd=32, n_head=4, block_size=32)).eval()
+    model = GPT(ModelConfig(vocab_size=300, n_layer=2, n_embd=32, n_head=4, block_size=32, recipe=recipe))
+    for p in model.parameters():  # away from the zero init, so every block does something
+        p.data.add_(0.05 * torch.randn_like(p))
+    model.eval()
     idx = torch.randint(0, 300, (1, 20))
     with torch.no_grad():
         full, _, _ = model(idx)
@@ -49,8 +71,26 @@ def test_context_overflow_is_refused() -> None:
         model(torch.zeros(1, 9, dtype=torch.long))
 
 
-def test_cached_and_uncached_sampling_agree_past_the_context() -> None:
-    tr = trainer(model={"block_size": 16})
+def test_rotary_attention_depends_on_relative_positions_only() -> None:
+    from macgpt.model import rotary
+
+    torch.manual_seed(5)
+    q, k = torch.randn(1, 6, 2, 13), torch.randn(1, 6, 2, 13)  # (batch, time, heads, odd head_dim)
+
+    def scores(start: int) -> torch.Tensor:
+        return rotary(q, start).transpose(1, 2) @ rotary(k, start).transpose(1, 2).mT
+
+    assert torch.allclose(scores(0), scores(1000), atol=1e-3)  # far past any context window
+    assert not torch.allclose(scores(0), q.transpose(1, 2) @ k.transpose(1, 2).mT, atol=1e-3)
+    assert torch.equal(rotary(q, 7)[..., 12], q[..., 12])  # the odd channel is left alone
+    assert torch.allclose(rotary(q, 0)[:, 0], q[:, 0], atol=1e-6)  # position 0 is no rotation
+
+
+@pytest.mark.parametrize("recipe", ["modern", "classic"])
+def test_cached_and_uncached_sampling_agree_past_the_context(recipe: str) -> None:
+    tr = trainer(model={"block_size": 16, "recipe": recipe})
+    for _ in range(5):
+        tr.train_step()
     params = SampleParams(max_new_tokens=40, temperature=0.0, repetition_penalty=1.0, stop_at_im_end=False)
     a, _ = generate_ids(tr.model, [5, 6, 7], params, None, use_cache=True)
     b, _ = generate_ids(tr.model, [5, 6, 7], params, None, use_cache=False)
@@ -78,7 +118,7 @@ def test_sampling_leaves_the_global_rng_alone() -> None:
 
 def test_stops_at_im_end() -> None:
     tok = tokenizer()
-    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=32))
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=32, recipe="classic"))  # LayerNorm's bias
     with torch.no_grad():  # make <|im_end|> overwhelmingly likely
         model.head.weight[tok.im_end_id] += 5.0
         model.ln_f.bias.fill_(1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from macgpt.config.schema import TrainConfig
@@ -35,15 +36,18 @@ def test_same_seed_same_weights_and_other_seed_differs() -> None:
     assert not all(torch.equal(x, y) for x, y in zip(weights(a), weights(c), strict=True))
 
 
-def test_resume_from_state_is_bit_exact_with_dropout() -> None:
-    full = trainer(model={"dropout": 0.1})
+@pytest.mark.parametrize("recipe", ["modern", "classic"])
+def test_resume_from_state_is_bit_exact_with_dropout(recipe: str) -> None:
+    model = {"dropout": 0.1, "recipe": recipe}
+    full = trainer(model=model)
     for _ in range(20):
         full.train_step()
-    part = trainer(model={"dropout": 0.1})
+    part = trainer(model=model)
     for _ in range(8):
         part.train_step()
     saved = part.state_dict()
-    resumed = trainer(model={"dropout": 0.1}, seed=999)  # everything comes from the state
+    assert saved["model_config"]["recipe"] == recipe
+    resumed = trainer(model=model, seed=999)  # everything comes from the state
     torch.manual_seed(12345)  # whatever the global RNG did meanwhile
     resumed.load_state_dict(saved)
     for _ in range(12):
@@ -52,8 +56,24 @@ def test_resume_from_state_is_bit_exact_with_dropout() -> None:
     assert resumed.avg_loss == full.avg_loss
 
 
-def test_micro_batches_train_the_same_model() -> None:
-    whole, split = trainer(batch_size=8), trainer(batch_size=8)
+def test_modern_recipe_gives_muon_the_hidden_matrices_and_adamw_the_rest() -> None:
+    tr = trainer(preset="small")
+    names = {id(p): n for n, p in tr.model.named_parameters()}
+    muon = [names[id(p)] for p in tr.optimizer.muon.param_groups[0]["params"]]
+    adamw = [names[id(p)] for g in tr.optimizer.adamw.param_groups for p in g["params"]]
+    assert sorted(muon) == sorted(n for n, p in tr.model.named_parameters() if n.startswith("blocks.") and p.dim() == 2)
+    assert {"wte.weight", "head.weight", "ln_f.weight"} <= set(adamw) and not set(muon) & set(adamw)
+    assert len(muon) + len(adamw) == len(list(tr.model.parameters()))
+    tr.train_step()
+    groups = tr.optimizer.param_groups
+    assert groups[-1]["muon"] and groups[-1]["lr"] / groups[0]["lr"] == pytest.approx(tr.cfg.muon_lr / tr.cfg.lr)
+    with pytest.raises(ValueError, match="classic"):
+        tr.optimizer.load_state_dict(trainer(preset="small", model={"recipe": "classic"}).optimizer.state_dict())
+
+
+@pytest.mark.parametrize("recipe", ["modern", "classic"])
+def test_micro_batches_train_the_same_model(recipe: str) -> None:
+    whole, split = trainer(batch_size=8, model={"recipe": recipe}), trainer(batch_size=8, model={"recipe": recipe})
     assert split.set_micro_batch(3) == 2  # the largest divisor of 8 not above 3
     for _ in range(10):
         whole.train_step(), split.train_step()

@@ -17,7 +17,7 @@ RUNTIME_BYTES = 300 * 2**20  # a worker's memory before its model exists: Python
 @dataclass(frozen=True)
 class Estimate:
     params_block: int  # transformer blocks + final LayerNorm (what the guide's table counts)
-    params_total: int  # plus token and position embeddings (the output head is tied)
+    params_total: int  # plus token and position embeddings, and the modern recipe's untied head
     weights_bytes: int
     training_bytes: int  # weights + gradients + AdamW moments + activations at this batch
 
@@ -25,6 +25,9 @@ class Estimate:
 def count_params(cfg: ModelConfig) -> tuple[int, int]:
     """(non-embedding, total) parameter counts of ``GPT(cfg)``."""
     c = cfg.n_embd
+    if cfg.recipe == "modern":  # no biases, RMSNorm gains, no position table, an untied head
+        non_embedding = cfg.n_layer * (12 * c * c + 2 * c) + c
+        return non_embedding, non_embedding + 2 * cfg.vocab_size * c
     ln = 2 * c if cfg.bias else c
     linear_biases = (3 * c + c + 4 * c + c) if cfg.bias else 0
     block = 12 * c * c + linear_biases + 2 * ln

@@ -22,6 +22,7 @@ from macgpt.config.schema import (
     check_model,
     from_dict,
     section_of,
+    stored_model_config,
     with_overrides,
 )
 
@@ -59,7 +60,7 @@ class JobSpec:
         return cls(
             config=str(d["config"]),
             name=str(d.get("name", "")),
-            model=check_model(from_dict(ModelConfig, d["model"])),
+            model=stored_model_config(d["model"]),
             train=from_dict(TrainConfig, d["train"]),
             data=tuple(str(p) for p in d.get("data", ())),
             eval_data=tuple(str(p) for p in d.get("eval_data", ())),
@@ -114,7 +115,7 @@ def build_spec(
         if value is not None:
             by_section[section_of(key)][key] = value
     model = check_model(with_overrides(preset.model, by_section["model"]))
-    train = with_overrides(preset.train, by_section["train"])
+    train = with_overrides(preset.train_for(model.recipe), by_section["train"])
     if train.warmup_steps >= train.steps and train.warmup_steps > 0:
         train = dataclasses.replace(train, warmup_steps=max(0, train.steps // 10))
     return JobSpec(

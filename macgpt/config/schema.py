@@ -46,6 +46,13 @@ def _f(default: Any, bound: Bound) -> Any:
     return field(default=default, metadata={"bound": bound})
 
 
+# The training recipes: "modern" (rotary positions, RMSNorm and QK-norm, ReLU², untied head, zero-initialised
+# output projections, Muon for the hidden matrices) and "classic" (nanoGPT's: learned positions, LayerNorm, GELU,
+# tied head, AdamW for everything). A stored model config without a recipe predates the field: classic.
+RECIPES = ("modern", "classic")
+LEGACY_RECIPE = "classic"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the network; stored in every checkpoint."""
@@ -56,7 +63,8 @@ class ModelConfig:
     n_head: int = _f(2, Bound(int, 1, 64, help="attention heads (must divide n_embd)"))
     n_embd: int = _f(32, Bound(int, 8, 4096, help="width of the residual stream"))
     dropout: float = _f(0.0, Bound(float, 0.0, 0.9, help="dropout probability"))
-    bias: bool = _f(True, Bound(bool, help="biases in linear and LayerNorm layers"))
+    bias: bool = _f(True, Bound(bool, help="biases in linear and LayerNorm layers (classic recipe only)"))
+    recipe: str = _f("modern", Bound(str, choices=RECIPES, help="modern (rotary, QK-norm, ReLU², Muon) or classic (nanoGPT's)"))
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class TrainConfig:
     weight_decay: float = _f(0.1, Bound(float, 0.0, 10.0, help="AdamW weight decay"))
     beta1: float = _f(0.9, Bound(float, 0.0, 1.0, help="AdamW beta1"))
     beta2: float = _f(0.99, Bound(float, 0.0, 1.0, help="AdamW beta2"))
+    muon_lr: float = _f(0.02, Bound(float, 0.0, 10.0, lo_open=True, help="Muon's peak lr for hidden matrices (modern recipe)"))
+    muon_momentum: float = _f(0.95, Bound(float, 0.0, 1.0, help="Muon's Nesterov momentum (modern recipe)"))
     grad_clip: float = _f(1.0, Bound(float, 0.0, 1e6, help="gradient norm clip (0: off)"))
     seed: int = _f(1337, Bound(int, 0, 2**31 - 1, help="random seed"))
     threads: int = _f(0, Bound(int, 0, 1024, help="CPU threads (0: all cores)"))
@@ -187,3 +197,10 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
     return with_overrides(cls(), data)
+
+
+def stored_model_config(data: dict[str, Any]) -> ModelConfig:
+    """A model config read back from a checkpoint or job file; one written before recipes existed is classic."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"ModelConfig: expected a mapping, got {type(data).__name__}")
+    return check_model(from_dict(ModelConfig, {"recipe": LEGACY_RECIPE, **data}))

@@ -15,6 +15,14 @@ from typing import Any
 import torch
 
 
+def zero_grads(params: list[torch.Tensor], set_to_none: bool = True) -> None:
+    for p in params:
+        if set_to_none:
+            p.grad = None
+        elif p.grad is not None:
+            p.grad.zero_()
+
+
 class AdamW:
     def __init__(self, groups: list[dict[str, Any]], lr: float, betas: tuple[float, float], eps: float = 1e-8) -> None:
         self.param_groups = [
@@ -25,12 +33,7 @@ class AdamW:
         self.fused: bool | None = None  # decided at the first step
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for g in self.param_groups:
-            for p in g["params"]:
-                if set_to_none:
-                    p.grad = None
-                elif p.grad is not None:
-                    p.grad.zero_()
+        zero_grads(self._params(), set_to_none)
 
     @torch.no_grad()
     def step(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from macgpt.config.schema import ConfigError, ModelConfig, check_model, from_dict
+from macgpt.config.schema import ConfigError, stored_model_config
 from macgpt.data.sources import Manifest, texts_of
 from macgpt.model import GPT
 from macgpt.worker.batches import eval_batches, joined, token_stream
@@ -36,7 +36,7 @@ def load_model(path: str | Path) -> Loaded:
     path = Path(path)
     state = load_file(path)
     try:
-        cfg = check_model(from_dict(ModelConfig, state["model_config"]))
+        cfg = stored_model_config(state["model_config"])
         tokenizer = BPETokenizer.from_json(state["tokenizer_json"])
         model = GPT(cfg)
         model.load_state_dict(state["model"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from macgpt.config.job import JobSpec
+from macgpt.config.schema import LEGACY_RECIPE
 from macgpt.data.sources import describe_change
 from macgpt.worker import checkpoint, dataprep
 from macgpt.worker.trainer import Trainer, resolve_device
@@ -89,7 +90,7 @@ def check_same_data(state: dict[str, Any], c: dataprep.Corpora, path: Path | Non
 def check_resumable(state: dict[str, Any], trainer: Trainer, path: Path | None) -> None:
     if state["tokenizer_sha256"] != trainer.tokenizer.sha256:
         raise ResumeError(f"{path}: was trained with a different tokenizer than {trainer.tokenizer.sha256[:12]}")
-    saved = state["model_config"]
+    saved = {"recipe": LEGACY_RECIPE, **state["model_config"]}
     current = dataclasses.asdict(trainer.model_cfg)
     diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if diff:

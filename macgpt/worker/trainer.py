@@ -1,4 +1,4 @@
-"""One training run's state and its step: model, AdamW, schedule, data order, and the knobs.
+"""One training run's state and its step: model, optimizer, schedule, data order, and the knobs.
 
 ``Trainer.train_step`` is the hot path: learning rate, batch, forward/backward (split into
 micro-batches when the governor shrank the batch), clip, step. Everything needed to continue
@@ -17,8 +17,8 @@ import torch
 
 from macgpt.config.schema import ModelConfig, TrainConfig, micro_batch_at_most
 from macgpt.model import GPT
-from macgpt.worker.adamw import AdamW
 from macgpt.worker.batches import Batcher, eval_batches
+from macgpt.worker.optim import make_optimizer
 from macgpt.worker.sampling import SampleParams, SampleResult, sample_text
 from macgpt.worker.tokencache import TokenFile
 from macgpt.worker.tokenizer import BPETokenizer
@@ -40,25 +40,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+def lr_at(step: int, cfg: TrainConfig, peak: float | None = None) -> float:
+    """Linear warm-up to ``peak`` (default ``lr``), then cosine decay to ``peak * min_lr_ratio`` at the last step."""
+    top = cfg.lr if peak is None else peak
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        return top * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - floor)
-
-
-def make_optimizer(model: GPT, cfg: TrainConfig) -> AdamW:
-    """AdamW (torch's fused kernel) with weight decay on matrices only."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    floor = top * cfg.min_lr_ratio
+    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (top - floor)
 
 
 def peak_rss_bytes() -> int:
@@ -82,7 +72,7 @@ class Trainer:
         self.device = device
         torch.manual_seed(train_cfg.seed)
         self.model = GPT(model_cfg).to(device)
-        self.optimizer = make_optimizer(self.model, train_cfg)
+        self.optimizer = make_optimizer(self.model, model_cfg.recipe, train_cfg)
         self.batcher = Batcher(train_stream, model_cfg.block_size, train_cfg.seed)
         self.eval_stream = eval_stream
         self.step = 0
@@ -112,9 +102,8 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------
     def train_step(self) -> float:
-        lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr_at(self.step, self.cfg, self.cfg.muon_lr if group.get("muon") else None)
         x, y = self.batcher.next_batch(self.cfg.batch_size)
         if self.device.type != "cpu":
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -184,4 +184,4 @@ def test_configs_self_test(home: Path) -> None:
                                       text=True, timeout=60).stdout)
     assert not any(p["fits"] for p in tight["presets"]) or tight["system"]["memory_gb"] > 40  # 1% of a laptop is too little
     human = subprocess.run([MACGPT, "configs"], capture_output=True, text=True, timeout=60)
-    assert human.returncode == 0 and "12,768" in human.stdout and "current use: CPU" in human.stdout
+    assert human.returncode == 0 and "12,384" in human.stdout and "current use: CPU" in human.stdout

@@ -1,0 +1,180 @@
+"""The modern recipe against the classic one, side by side in one run (issue 16's targets).
+
+1. Newton–Schulz at the ``original`` shapes: matrices one at a time vs stacked by shape, fp32 vs bf16.
+2. The default ``macgpt train tiny`` run with each recipe (``--set recipe=classic``), alternated:
+   the train loss of the guide's bar and the wall time, with their ratio.
+3. Each preset's shape on the shared real corpus (``shared/data/real_chat``, found by walking up
+   from the repository; its held-out split is the eval file), both recipes at the same batch,
+   threads and data for ``--steps`` steps: held-out loss at 300 and at the end, the wall time the
+   modern recipe needs to reach the classic recipe's final held-out loss (evaluations are not
+   counted), and the optimizer's share of a modern step.
+
+    python bench/recipe.py [--parts ns,tiny,corpus] [--presets tiny,small,original] [--steps 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import median, say
+
+from macgpt.config.presets import get_preset
+from macgpt.data.texts import load_corpus
+from macgpt.worker.batches import token_stream
+from macgpt.worker.muon import newton_schulz
+from macgpt.worker.tokenizer import BPETokenizer
+from macgpt.worker.trainer import Trainer
+
+MACGPT = str(Path(sys.executable).with_name("macgpt"))
+THREADS = 2
+EVAL_TOKENS = 64 * 1024  # held-out tokens per evaluation (the first ones of the eval split)
+
+
+def shared_corpus() -> Path | None:
+    for d in Path(__file__).resolve().parents:
+        if (d / "shared" / "data" / "real_chat" / "train.jsonl").exists():
+            return d / "shared" / "data" / "real_chat"
+    return None
+
+
+def ns_part(rounds: int = 3) -> None:
+    torch.set_num_threads(THREADS)
+    c = get_preset("original").model.n_embd
+    mats = [torch.randn(r, k) for _ in range(3) for r, k in ((3 * c, c), (c, c), (4 * c, c), (c, 4 * c))]
+
+    def one_by_one(dtype: torch.dtype) -> float:
+        t0 = time.perf_counter()
+        for m in mats:
+            newton_schulz(m, dtype=dtype)
+        return time.perf_counter() - t0
+
+    def stacked(dtype: torch.dtype) -> float:
+        t0 = time.perf_counter()
+        by: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        for m in mats:
+            by.setdefault(tuple(m.shape), []).append(m)
+        for group in by.values():
+            newton_schulz(torch.stack(group), dtype=dtype)
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {k: [] for k in ("fp32 one by one", "fp32 stacked", "bf16 stacked")}
+    for _ in range(rounds):
+        times["fp32 one by one"].append(one_by_one(torch.float32))
+        times["fp32 stacked"].append(stacked(torch.float32))
+        times["bf16 stacked"].append(stacked(torch.bfloat16))
+    base = median(times["fp32 one by one"])
+    say(f"== Newton-Schulz, 5 steps, the 12 hidden matrices of `original`, {THREADS} threads, median of {rounds}")
+    for k, v in times.items():
+        say(f"   {k:16s} {median(v) * 1000:8.1f} ms  ({median(v) / base:.2f}x of one by one)")
+
+
+def tiny_part(rounds: int) -> None:
+    def run(recipe: str) -> dict:
+        with tempfile.TemporaryDirectory() as home:
+            r = subprocess.run([MACGPT, "train", "tiny", "--json", "--fresh", "--out", str(Path(home) / "job"),
+                                "--set", f"recipe={recipe}"], capture_output=True, text=True,
+                               env={**os.environ, "MACGPT_HOME": home})
+        if r.returncode != 0:
+            raise SystemExit(f"tiny {recipe} failed: {r.stderr[-2000:]}")
+        return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")][-1]
+
+    got: dict[str, list[dict]] = {"classic": [], "modern": []}
+    for i in range(rounds):
+        for recipe in (("classic", "modern") if i % 2 == 0 else ("modern", "classic")):
+            got[recipe].append(run(recipe))
+    say(f"== default `macgpt train tiny`, {rounds} runs each, alternated")
+    wall = {}
+    for recipe, runs in got.items():
+        wall[recipe] = median([s["wall_seconds"] for s in runs])
+        say(f"   {recipe:8s} train loss {[round(s['train_loss'], 3) for s in runs]} (bar 4.0), eval loss "
+            f"{median([s['eval_loss'] for s in runs]):.3f}, wall {wall[recipe]:.2f}s "
+            f"(training {median([s['train_seconds'] for s in runs]):.2f}s)")
+    say(f"   wall time ratio modern/classic {wall['modern'] / wall['classic']:.2f} (target <= 0.7)")
+
+
+def corpus_trainer(name: str, recipe: str, tok: BPETokenizer, train: torch.Tensor, test: torch.Tensor,
+                   steps: int) -> Trainer:
+    p = get_preset(name)
+    batch = p.train.batch_size  # the modern default's batch, for both
+    mc = dataclasses.replace(p.model, vocab_size=tok.vocab_size, recipe=recipe)
+    tc = dataclasses.replace(p.train_for(recipe), steps=steps, batch_size=batch, threads=THREADS,
+                             warmup_steps=min(p.train_for(recipe).warmup_steps, steps // 10))
+    return Trainer(mc, tc, tok, train, test, torch.device("cpu"))
+
+
+def curve(t: Trainer, every: int) -> tuple[list[tuple[int, float, float]], float]:
+    """(step, training seconds so far, held-out loss) every ``every`` steps, and the optimizer's share of the time."""
+    step_fn, opt_s = t.optimizer.step, [0.0]
+
+    def timed() -> None:
+        t0 = time.perf_counter()
+        step_fn()
+        opt_s[0] += time.perf_counter() - t0
+
+    t.optimizer.step = timed
+    points, train_s = [], 0.0
+    while t.step < t.cfg.steps:
+        t0 = time.perf_counter()
+        for _ in range(min(every, t.cfg.steps - t.step)):
+            t.train_step()
+        train_s += time.perf_counter() - t0
+        points.append((t.step, train_s, t.evaluate()["loss"]))
+    return points, opt_s[0] / train_s
+
+
+def corpus_part(presets: list[str], steps: int, every: int) -> None:
+    root = shared_corpus()
+    if root is None:
+        say("== shared corpus: ABSENT (no shared/data/real_chat above the repository); corpus part skipped")
+        return
+    texts = load_corpus([root / "train.jsonl"]).texts
+    held_out = load_corpus([root / "eval.jsonl"]).texts
+    for name in presets:
+        tok = BPETokenizer.train(texts, get_preset(name).model.vocab_size)
+        train, test = token_stream(tok, texts), token_stream(tok, held_out)[:EVAL_TOKENS]
+        got = {r: curve(corpus_trainer(name, r, tok, train, test, steps), every) for r in ("classic", "modern")}
+        p = get_preset(name)
+        say(f"== {name} shape ({p.model.n_layer}x{p.model.n_embd}, ctx {p.model.block_size}) on {root.name}, "
+            f"batch {p.train.batch_size}, {THREADS} threads, {steps} steps, {test.numel()} held-out tokens")
+        for recipe, (points, share) in got.items():
+            at = {s: loss for s, _, loss in points}
+            early = min(at, key=lambda s: abs(s - 300))
+            say(f"   {recipe:8s} held-out @{early} {at[early]:.3f}, @{steps} {points[-1][2]:.3f}; "
+                f"training {points[-1][1]:.1f}s; optimizer {share * 100:.1f}% of the step time")
+        target = got["classic"][0][-1]
+        reach = next(((s, sec) for s, sec, loss in got["modern"][0] if loss <= target), None)
+        if reach is None:
+            say(f"   modern never reached classic's final {target:.3f}")
+        else:
+            say(f"   modern reached classic's final {target:.3f} at step {reach[0]} after {reach[1]:.1f}s: "
+                f"{reach[1] / got['classic'][0][-1][1]:.2f}x classic's time (target <= 0.35)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", default="ns,tiny,corpus")
+    ap.add_argument("--presets", default="tiny,small,original")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--every", type=int, default=50, help="steps between held-out evaluations")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    parts = args.parts.split(",")
+    if "ns" in parts:
+        ns_part(args.rounds)
+    if "tiny" in parts:
+        tiny_part(args.rounds)
+    if "corpus" in parts:
+        corpus_part(args.presets.split(","), args.steps, args.every)
+
+
+if __name__ == "__main__":
+    main()
