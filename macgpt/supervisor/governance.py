@@ -107,7 +107,7 @@ class Governance:
             if training and self._incarnation.get(job_id) != runner.worker.pid:
                 # a new worker: tell it the knobs in force (a restart after a memory kill starts smaller)
                 self._incarnation[job_id] = runner.worker.pid
-                j = dataclasses.replace(j, mem_paused=False, duty=1.0)
+                j = dataclasses.replace(j, mem_paused=False, duty=1.0, mem=g.MemTrack(), demand=(), useful_threads=None)
                 if lv.micro_batch is not None and j.micro_batch != lv.micro_batch:
                     runner.request("set_batch", {"micro_batch": j.micro_batch})
                 if lv.threads is not None and j.threads != lv.threads:

@@ -11,19 +11,29 @@ from collections.abc import Iterator
 
 import torch
 
+from macgpt.worker.progress import Reporter
 from macgpt.worker.tokenizer import IM_END, BPETokenizer
+
+ENCODE_SLICE = 2048  # texts per encode_batch call
 
 
 class DataTooShort(ValueError):
     pass
 
 
-def token_stream(tokenizer: BPETokenizer, texts: tuple[str, ...] | list[str]) -> torch.Tensor:
-    """All texts as one id stream; a newline separates texts that do not end in <|im_end|>."""
+def token_stream(tokenizer: BPETokenizer, texts: tuple[str, ...] | list[str],
+                 progress: Reporter | None = None) -> torch.Tensor:
+    """All texts as one id stream; a newline separates texts that do not end in <|im_end|>.
+    Encoded a slice at a time so that ``progress`` hears of a long corpus as it goes."""
     joined = [t if t.endswith(IM_END) else t + "\n" for t in texts]
     ids: list[int] = []
-    for chunk in tokenizer.encode_batch(joined):
-        ids.extend(chunk)
+    for start in range(0, len(joined), ENCODE_SLICE):
+        for chunk in tokenizer.encode_batch(joined[start:start + ENCODE_SLICE]):
+            ids.extend(chunk)
+        if progress is not None:
+            progress.advance(len(joined[start:start + ENCODE_SLICE]))
+    if progress is not None:
+        progress.finish()
     return torch.tensor(ids, dtype=torch.long)
 
 

@@ -16,6 +16,7 @@ from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
 from macgpt.data.texts import Corpus, load_corpus
 from macgpt.worker import checkpoint
 from macgpt.worker.batches import token_stream
+from macgpt.worker.progress import Reporter, Send, noop
 from macgpt.worker.tokenizer import load_or_train
 from macgpt.worker.trainer import Trainer, resolve_device
 
@@ -32,7 +33,8 @@ def corpora(spec: JobSpec) -> tuple[Corpus, Corpus | None]:
     return load_corpus(train_files), (load_corpus(eval_files) if eval_files else None)
 
 
-def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) -> Trainer:
+def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, send: Send = noop) -> Trainer:
+    """``send`` carries progress reports of the long phases (tokenizer training, encoding)."""
     t0 = time.perf_counter()
     train_corpus, eval_corpus = corpora(spec)
     note("data", texts=len(train_corpus.texts), chars=train_corpus.chars,
@@ -47,13 +49,15 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) ->
     if state is not None and not tok_path.exists():
         tok_path.write_text(state["tokenizer_json"], encoding="utf-8")
     tokenizer, origin = load_or_train(
-        train_corpus.texts, train_corpus.sha256, spec.model.vocab_size, tok_path, cache_dir
+        train_corpus.texts, train_corpus.sha256, spec.model.vocab_size, tok_path, cache_dir,
+        Reporter(send, "tokenizer", len(train_corpus.texts), "texts"),
     )
     note("tokenizer", origin=origin, vocab_size=tokenizer.vocab_size, path=str(tok_path),
          sha256=tokenizer.sha256[:12])
 
-    train_stream = token_stream(tokenizer, train_corpus.texts)
-    eval_stream = token_stream(tokenizer, eval_corpus.texts) if eval_corpus else None
+    train_stream = token_stream(tokenizer, train_corpus.texts, Reporter(send, "encode", len(train_corpus.texts), "texts"))
+    eval_stream = (token_stream(tokenizer, eval_corpus.texts, Reporter(send, "encode_eval", len(eval_corpus.texts), "texts"))
+                   if eval_corpus else None)
     model_cfg = dataclasses.replace(spec.model, vocab_size=tokenizer.vocab_size)
     device = resolve_device(spec.train.device)
     trainer = Trainer(model_cfg, spec.train, tokenizer, train_stream, eval_stream, device)

@@ -19,6 +19,7 @@ from macgpt.config.schema import ModelConfig, TrainConfig, micro_batch_at_most
 from macgpt.model import GPT
 from macgpt.worker.adamw import AdamW
 from macgpt.worker.batches import Batcher, eval_batches
+from macgpt.worker.progress import Reporter, counted
 from macgpt.worker.sampling import SampleParams, SampleResult, sample_text
 from macgpt.worker.tokenizer import BPETokenizer
 
@@ -152,15 +153,16 @@ class Trainer:
         return self.batcher.epoch
 
     @torch.no_grad()
-    def evaluate(self, batch_size: int = 16) -> dict[str, float] | None:
-        """Mean loss and perplexity over every token of the test text (None without test text)."""
+    def evaluate(self, batch_size: int = 16, progress: Reporter | None = None) -> dict[str, float] | None:
+        """Mean loss and perplexity over every token of the test text (None without test text);
+        ``progress`` hears of each batch."""
         if self.eval_stream is None or self.eval_stream.numel() < 2:
             return None
         was_training = self.model.training
         self.model.eval()
         total, count = 0.0, 0
         try:
-            for x, y in eval_batches(self.eval_stream, self.model_cfg.block_size, batch_size):
+            for x, y in counted(eval_batches(self.eval_stream, self.model_cfg.block_size, batch_size), progress):
                 _, loss, _ = self.model(x.to(self.device), y.to(self.device))
                 total += loss.item() * y.numel()
                 count += y.numel()
