@@ -289,3 +289,8 @@ def test_a_duty_change_alone_is_not_a_note() -> None:
     _st, log, _ = run(state(job()), 200, other=wobble)
     assert len(of(log, g.SetDuty)) > 3
     assert len(of(log, g.Note)) <= 2
+
+
+def test_at_limit_100_a_busy_machine_does_not_stop_the_worker() -> None:
+    st, log, _ = run(state(job()), 40, other=lambda t: 98.0, limits=dataclasses.replace(LIMITS, max_cpu=100))
+    assert not of(log, g.SetDuty) and st.jobs[1].duty == 1.0  # it runs at idle priority: others come first

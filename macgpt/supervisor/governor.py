@@ -285,15 +285,16 @@ def _cpu(j: JobGov, w: WorkerReading, c: _Context) -> tuple[int, float]:
     leaves nothing to hold back; otherwise the duty closes the loop on the CPU we measure, so a
     worker that ignores its thread command is held to the budget all the same."""
     budget, per_core, t = c.budget, c.per_core, c.tuning
+    most = j.useful_threads or j.max_threads
+    if c.limits.max_cpu + t.tolerance >= 100.0 and not c.battery:
+        return most, 1.0  # everything is granted: the worker's idle priority already yields to others
     if budget < t.stop_below * per_core:
         return j.threads, 0.0
-    most = j.useful_threads or j.max_threads
     threads = max(1, min(most, math.ceil(budget / per_core - 0.05)))
     demand = _demand(j, threads)
     expected = demand if demand is not None else threads * per_core
-    room = c.limits.max_cpu + t.tolerance >= 100.0 and not c.battery  # idle priority already yields
     slack = t.tolerance if j.duty >= 1.0 else -t.tolerance  # hysteresis: no flapping at the edge
-    if room or expected <= budget + slack:
+    if expected <= budget + slack:
         return threads, 1.0
     if j.duty == 0.0 or j.duty >= 1.0 or threads != j.threads:
         duty = budget / max(expected, 1e-3)

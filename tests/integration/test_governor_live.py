@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psutil
 
+from ..conftest import REAL_CHAT
 from .live import Hog, LiveRun, governor
 
 TINY = ["tiny", "--steps", "1000000", "--set", "vocab_size=500", "--batch-size", "4"]
@@ -118,7 +119,7 @@ def test_a_worker_with_a_large_stable_footprint_is_never_killed(home: Path) -> N
     assert psutil.virtual_memory().available > 6 * 2**30, "this test needs 6 GB free"
     run = LiveRun(TINY, home, rogue="hoard", ROGUE_HOARD_MB="1600")
     try:
-        i, _ = run.wait(lambda e: e["event"] == "started", timeout=30)
+        run.wait(lambda e: e["event"] == "started", timeout=30)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 12:  # past the settle time and several growth windows
             assert run.proc.poll() is None
@@ -137,7 +138,7 @@ def test_a_slow_set_up_and_a_long_evaluation_that_report_progress_are_not_hangs(
         i, _ = run.wait(lambda e: e["event"] == "started", timeout=30)
         assert run.times[i] - run.times[0] >= 4  # the set-up took twice the hang time
         run.wait(lambda e: e["event"] == "progress" and e.get("phase") == "eval", after=i, timeout=20)
-        j, _ = run.wait(lambda e: e["event"] == "metrics" and e["step"] >= 30, after=i, timeout=30)
+        run.wait(lambda e: e["event"] == "metrics" and e["step"] >= 30, after=i, timeout=30)
         assert not run.kinds("restarting") and len(run.kinds("spawned")) == 1
     finally:
         run.stop()
@@ -151,3 +152,17 @@ def test_a_silent_pause_between_steps_is_still_a_hang(home: Path) -> None:
         assert "stopped making progress" in restart["last_error"]
     finally:
         run.stop()
+
+
+def test_the_real_worker_reports_progress_through_set_up_evaluation_and_sampling(home: Path) -> None:
+    data = ["--data", str(REAL_CHAT / "train.jsonl"), "--eval-data", str(REAL_CHAT / "eval.jsonl")]
+    run = LiveRun(["tiny", "--steps", "30", "--set", "vocab_size=500", "--batch-size", "4", *data,
+                   "--set", "sample_interval=10", "--hang-seconds", "2", "--max-cpu", "100"], home)
+    assert run.proc.wait(240) == 0
+    run._reader.join(5)
+    phases = {e["phase"] for e in run.kinds("progress")}
+    assert {"import", "tokenizer", "encode", "encode_eval", "sample", "final_eval"} <= phases, phases
+    assert not run.kinds("restarting") and run.events[-1]["result"] == "completed"
+    done = [e["done"] for e in run.kinds("progress") if e["phase"] == "encode"]
+    texts = next(e for e in run.kinds("setup") if e.get("phase") == "data")["texts"]
+    assert done == sorted(done) and done[-1] == texts  # every text encoded, reported as it went
