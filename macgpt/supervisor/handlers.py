@@ -131,7 +131,7 @@ def job_view(daemon: Daemon, job: dict[str, Any]) -> dict[str, Any]:
                     threads=live.threads, batch_size=live.batch_size, micro_batch=live.micro_batch,
                     steps_per_s=live.steps_per_s, tokens_per_s=live.tokens_per_s, rss=live.rss,
                     phase=live.phase)
-        view.update(daemon.governance.view(job["id"]))
+        view.update(daemon.governance.view(job["id"], paused=runner.user_paused))
     return view
 
 
