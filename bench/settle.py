@@ -13,20 +13,13 @@ before the job starts. A busy machine (other engineers' tests) moves every figur
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-from pathlib import Path
 
 import psutil
-
-MACGPT = str(Path(sys.executable).with_name("macgpt"))
+from responsiveness import Macgpt
 
 
 def job_args(config: str) -> list[str]:
@@ -34,20 +27,9 @@ def job_args(config: str) -> list[str]:
             "--set", "log_interval=5", "--fresh", "--json"]
 
 
-class Job:
+class Job(Macgpt):
     def __init__(self, config: str, limit: float, home: str) -> None:
-        self.proc = subprocess.Popen([MACGPT, "train", *job_args(config), "--max-cpu", f"{limit:g}"],
-                                     stdout=subprocess.PIPE, text=True, env={**os.environ, "MACGPT_HOME": home})
-        self.events: list[dict] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.events.append(json.loads(line))
-
-    def kinds(self, kind: str) -> list[dict]:
-        return [e for e in list(self.events) if e["event"] == kind]
+        super().__init__(home, [*job_args(config), "--max-cpu", f"{limit:g}"])
 
     def wait_training(self, timeout: float = 300) -> None:
         end = time.monotonic() + timeout
@@ -63,13 +45,6 @@ class Job:
             return sum(q.cpu_times().user + q.cpu_times().system for q in procs)
         except psutil.Error:
             return 0.0
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def measure(config: str, limit: float, seconds: float, settle: float, home: str) -> dict:
