@@ -19,6 +19,7 @@ from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
 from macgpt.data.texts import DataError, load_corpus
 from macgpt.fsutil import atomic_write_text
 from macgpt.protocol import FINISHED, ErrorCode, JobState, ProtocolError
+from macgpt.supervisor import levers
 
 if TYPE_CHECKING:
     from macgpt.supervisor.daemon import Daemon
@@ -276,7 +277,7 @@ def limits(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
     if new != daemon.governance.base or changed:
         daemon.governance.set_limits(new, daemon.runners.values())
         atomic_write_text(daemon.lay.home / "limits.json", json.dumps(new.to_dict()))
-    return daemon.governance.limits.to_dict()
+    return {**daemon.governance.limits.to_dict(), "levers": levers.describe(levers.here())}
 
 
 @handler("shutdown")
