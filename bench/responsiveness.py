@@ -127,8 +127,9 @@ class Plain:
 class Macgpt:
     """`macgpt train` under default limits, followed through its --json events."""
 
-    def __init__(self, home: str) -> None:
-        self.proc = subprocess.Popen([MACGPT, "train", *TRAINER, "--json", "--fresh"], stdout=subprocess.PIPE,
+    def __init__(self, home: str, args: list[str] | None = None) -> None:
+        args = args or [*TRAINER, "--json", "--fresh"]
+        self.proc = subprocess.Popen([MACGPT, "train", *args], stdout=subprocess.PIPE,
                                      text=True, env={**os.environ, "MACGPT_HOME": home})
         self.events: list[dict] = []
         threading.Thread(target=self._read, daemon=True).start()

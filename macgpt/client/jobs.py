@@ -210,6 +210,8 @@ def limits(home: str | None, changes: dict[str, Any], as_json: bool) -> int:
         hard = r["hard_memory"] or min(100.0, r["max_memory"] + 15)
         click.echo(f"max CPU {r['max_cpu']:g}% | max memory {r['max_memory']:g}% (hard {hard:g}%) "
                    f"| on battery: {r['on_battery']} | hang after {r['hang_seconds']:g}s")
+        for line in r.get("levers") or []:
+            click.echo(f"  lever: {line}")
     return Exit.OK
 
 

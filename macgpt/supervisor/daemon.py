@@ -27,7 +27,7 @@ from macgpt.protocol import ErrorCode, JobState, ProtocolError
 from macgpt.supervisor import handlers
 from macgpt.supervisor.bus import EventBus
 from macgpt.supervisor.channel import WorkerChannel
-from macgpt.supervisor.governance import Governance
+from macgpt.supervisor.governance import Governance, queue_reason, same_wait
 from macgpt.supervisor.lock import DaemonLock
 from macgpt.supervisor.runner import JobRunner
 from macgpt.supervisor.store import JobStore, TransitionError
@@ -250,16 +250,17 @@ class Daemon:
             if self.governance.memory_back(job_id):
                 job = self.store.get(job_id) or {}
                 self._transition(job_id, JobState.QUEUED, "memory is back", queue_order=job.get("queue_order", 0) - 1e9)
-        active = len(self.runners)
-        if active >= self.max_concurrent:
-            return
-        for job in self.store.queued()[: self.max_concurrent - active]:
-            waiting = self.governance.why_wait()
-            if waiting:
-                if job["reason"] != waiting:
-                    self._transition(job["id"], JobState.QUEUED, waiting)
-                return
-            self._start(job["id"])
+        active, position = len(self.runners), 0
+        for job in self.store.queued():
+            waiting = self.governance.why_wait() if active < self.max_concurrent else None
+            if active < self.max_concurrent and waiting is None:
+                self._start(job["id"])
+                active += 1
+                continue
+            position += 1
+            reason = queue_reason(position, active, self.max_concurrent, waiting)
+            if not same_wait(job["reason"], reason):
+                self._transition(job["id"], JobState.QUEUED, reason)
 
     def _start(self, job_id: int, restart: bool = False) -> None:
         job = self.store.get(job_id)

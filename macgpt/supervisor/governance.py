@@ -107,7 +107,7 @@ class Governance:
             if training and self._incarnation.get(job_id) != runner.worker.pid:
                 # a new worker: tell it the knobs in force (a restart after a memory kill starts smaller)
                 self._incarnation[job_id] = runner.worker.pid
-                j = dataclasses.replace(j, mem_paused=False, duty=1.0)
+                j = dataclasses.replace(j, mem_paused=False, duty=1.0, mem=g.MemTrack(), demand=(), useful_threads=None)
                 if lv.micro_batch is not None and j.micro_batch != lv.micro_batch:
                     runner.request("set_batch", {"micro_batch": j.micro_batch})
                 if lv.threads is not None and j.threads != lv.threads:
@@ -195,7 +195,9 @@ class Governance:
         if r.mem_percent >= self.limits.max_memory:
             return f"waiting: memory {r.mem_percent:.0f}% over the limit {self.limits.max_memory:g}%"
         max_cpu, battery = g.effective_max_cpu(r, self.limits)
-        other = max((o for _, o in self.state.other), default=r.other_cpu)
+        other = self.other_cpu()
+        if max_cpu + self.tuning.tolerance >= 100.0:
+            return None  # everything is granted: a worker at idle priority yields to the others
         if max_cpu - other < self.tuning.stop_below * 100 / r.ncpu:
             return f"waiting: {battery or f'other programs use {other:.0f}% CPU, limit {self.limits.max_cpu:g}%'}"
         return None
@@ -228,11 +230,26 @@ class Governance:
         self.emit("limits", {"limits": limits.to_dict()})
         return True
 
-    def view(self, job_id: int) -> dict[str, Any]:
+    def view(self, job_id: int, paused: bool = False) -> dict[str, Any]:
+        """A running job's governor fields for `status`, consistent with each other: a job that is
+        paused or held stopped shows no speed, and its reason says why it is not training."""
         j = self.state.jobs.get(job_id)
         w = self.last.workers.get(job_id) if self.last else None
-        return {"governor": j.message if j else None, "governor_state": j.mode if j else None,
-                "duty": j.duty if j else None, "cpu_percent": w.cpu if w else None}
+        out = {"governor": j.message if j else None, "governor_state": j.mode if j else None,
+               "duty": j.duty if j else None, "cpu_percent": w.cpu if w else None,
+               "memory_bytes": (w.anon if w.anon is not None else w.rss) if w else None,
+               "memory_baseline": (j.mem.baseline or None) if j else None}
+        if j is None:
+            return out
+        j = dataclasses.replace(j, user_paused=j.user_paused or paused)  # the user's word counts at once
+        if j.user_paused:
+            out.update(governor="paused by you: not governed until resumed", governor_state="paused", duty=None)
+        held = j.user_paused or j.mem_paused or (j.training and j.duty == 0.0)
+        if held:
+            out.update(steps_per_s=None, tokens_per_s=None)
+        if not j.user_paused and (j.mem_paused or j.duty == 0.0) and j.training:
+            out["reason"] = j.message
+        return out
 
     def summary(self) -> dict[str, Any]:
         r = self.last
@@ -242,15 +259,36 @@ class Governance:
         t0, c0 = self._own_cpu
         self._own_cpu = (now, own_cpu_seconds())
         own = 100.0 * (self._own_cpu[1] - c0) / max(1e-3, now - t0)
-        return {"total_cpu": r.total_cpu, "other_cpu": r.other_cpu, "ours_cpu": r.ours_cpu,
+        other = self.other_cpu()
+        return {"total_cpu": r.total_cpu, "other_cpu": other, "other_cpu_now": r.other_cpu, "ours_cpu": r.ours_cpu,
                 "mem_percent": r.mem_percent, "swap_percent": r.swap_percent, "on_battery": r.on_battery,
                 "battery_percent": r.battery_percent, "memory_pressure": r.memory_pressure,
                 "daemon_cpu_percent_of_core": own,
-                "message": f"machine CPU {r.total_cpu:.0f}% (ours {r.ours_cpu:.0f}%, other {r.other_cpu:.0f}%), "
-                           f"memory {r.mem_percent:.0f}%"}
+                "message": f"machine CPU {r.total_cpu:.0f}% (ours {r.ours_cpu:.0f}%; other programs up to "
+                           f"{other:.0f}% over the last {self.tuning.hold:g}s), memory {r.mem_percent:.0f}%"}
+
+    def other_cpu(self) -> float:
+        """Other programs' CPU as the governor counts it (the highest over the hold time): the one
+        figure that status, the governor's lines and the queue's reasons all show."""
+        fallback = self.last.other_cpu if self.last else 0.0
+        return max((o for _, o in self.state.other), default=fallback)
 
     def close(self) -> None:
         self.cycler.close()
 
 
+def queue_reason(position: int, running: int, slots: int, waiting: str | None) -> str:
+    """Why a queued job is not running yet: what it waits for and where it stands."""
+    if waiting:
+        return f"{waiting} (position {position} in the queue)"
+    if running >= slots:
+        return f"waiting for a free slot: {running} of {slots} running (position {position} in the queue)"
+    return f"next to start (position {position} in the queue)"
 
+
+def same_wait(old: str | None, new: str) -> bool:
+    """The same kind of wait at the same place in the queue (a wait's figures move every reading:
+    they are no new event)."""
+    if old is None:
+        return False
+    return old.split(":")[0] == new.split(":")[0] and old.rsplit("(position", 1)[-1] == new.rsplit("(position", 1)[-1]

@@ -6,9 +6,13 @@ and kill-and-restart. Nothing here touches a process: ``governance`` applies the
 
 CPU: our budget is ``max_cpu`` minus the *highest* other load seen during the hold time, so
 load that appears is answered at the next reading (within a second) while resources come back
-only after the load has stayed low for the whole hold time. Threads follow the budget; the
-duty cycle closes the loop on the CPU we actually measure, so a worker that ignores its thread
-command is held to the budget all the same.
+only after the load has stayed low for the whole hold time. Threads follow the budget and what
+each thread was measured to add (one that adds no CPU is dropped); there is no duty cycle when
+the budget covers what the job uses; otherwise the duty closes the loop on the CPU we measure,
+so a worker that ignores its thread command is held to the budget all the same.
+
+Memory: a kill follows from the hard limit, or from a worker's own growth past its baseline
+that would cross the hard limit soon (``memjudge``); never from its size alone.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from dataclasses import dataclass, field
 
 from macgpt.config.limits import Limits
 from macgpt.config.schema import micro_batch_above, micro_batch_at_most
-from macgpt.supervisor.monitor import Readings
+from macgpt.supervisor.memjudge import MemTrack, MemTuning, observe, runaway
+from macgpt.supervisor.monitor import Readings, WorkerReading
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,11 @@ class Tuning:
     batch_wait: float = 1.5  # seconds for a smaller batch to show before the next lever
     evict_after: float = 10.0  # seconds paused over the memory limit before checkpoint-and-exit
     max_memory_kills: int = 3  # kills for memory before the job fails
-    rss_factor: float = 4.0  # a worker RSS this many times its expected size is "far beyond"
+    demand_weight: float = 0.3  # weight of a new reading in the worker's measured CPU demand
+    useless_thread: float = 0.5  # a thread count using under (n - this) cores: the last thread adds nothing
+    demand_readings: int = 8  # readings at one thread count before its thread is judged useless
+    spare_cores: float = 0.25  # a reading with this much of a core idle shows the job's own shape
+    mem: MemTuning = field(default_factory=MemTuning)
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,9 @@ class JobGov:
     memory_kills: int = 0
     mode: str = "full"  # full | throttled | stopped | memory | battery
     message: str = ""
+    mem: MemTrack = field(default_factory=MemTrack)  # non-reclaimable memory since training began (the runaway check)
+    demand: tuple[tuple[int, float, int], ...] = ()  # (threads, CPU it uses running free, readings)
+    useful_threads: int | None = None  # more threads than this were measured to add no CPU
 
 
 @dataclass(frozen=True)
@@ -197,9 +209,9 @@ class _Context:
 
 
 def _decide_job(job: JobGov, c: _Context, governed: bool) -> tuple[JobGov, list[Action]]:
-    r, t = c.r, c.tuning
+    r = c.r
     w = r.workers[job.job]
-    j = _memory(job, c, w.rss, governed)
+    j = _memory(job, c, w, governed)
     if isinstance(j, tuple):
         return j
     acts = _memory_actions(job, j)
@@ -218,21 +230,8 @@ def _decide_job(job: JobGov, c: _Context, governed: bool) -> tuple[JobGov, list[
     if not governed:
         return j, acts
 
-    # CPU: threads to fit the budget, and a duty cycle closing the loop on what we measure.
-    budget, per_core = c.budget, c.per_core
-    if budget < t.stop_below * per_core:
-        duty, threads = 0.0, j.threads
-    else:
-        threads = max(1, min(j.max_threads, math.ceil(budget / per_core - 0.05)))
-        if j.duty == 0.0:
-            duty = min(1.0, budget / (threads * per_core))
-        elif w.cpu > budget + t.tolerance:
-            duty = j.duty * budget / w.cpu
-        elif w.cpu < budget - t.tolerance and j.duty < 1.0:
-            duty = min(1.0, j.duty * t.max_step_up, j.duty * budget / max(w.cpu, 1e-3))
-        else:
-            duty = j.duty
-        duty = 1.0 if duty >= 0.97 else max(0.05, duty)
+    j = _learn(j, w, c)
+    threads, duty = _cpu(j, w, c)
     if threads != j.threads:
         acts.append(SetThreads(j.job, threads))
     if duty != j.duty:
@@ -241,10 +240,10 @@ def _decide_job(job: JobGov, c: _Context, governed: bool) -> tuple[JobGov, list[
     if duty == 0.0:
         mode = "battery" if c.battery else "stopped"
         message = f"stopped: {c.battery or f'other programs use {c.other:.0f}% CPU, limit {limit:g}%'}"
-    elif threads < j.max_threads or duty < 1.0:
+    elif threads < (j.useful_threads or j.max_threads) or duty < 1.0:
         mode = "throttled"
-        message = (f"throttled to {threads} thread(s)" + (f" at {duty:.0%} duty" if duty < 1 else "")
-                   + f": budget {budget:.0f}% CPU = limit {limit:g}% - other programs {c.other:.0f}%")
+        message = (f"throttled to {threads} thread(s)" + (" and a duty cycle" if duty < 1 else "")
+                   + f": budget {c.budget:.0f}% CPU = limit {limit:g}% - other programs {c.other:.0f}%")
     else:
         mode, message = "full", f"full speed: other programs use {c.other:.0f}% CPU, limit {limit:g}%"
     if j.mode == "memory" and (j.mem_paused or j.micro_batch < j.batch_size):
@@ -255,14 +254,70 @@ def _decide_job(job: JobGov, c: _Context, governed: bool) -> tuple[JobGov, list[
     return dataclasses.replace(j, threads=threads, duty=duty, mode=mode, message=message), acts
 
 
-def _memory(job: JobGov, c: _Context, rss: int, governed: bool) -> JobGov | tuple[JobGov, list[Action]]:
-    """The memory levers: kill over the hard limit (or a runaway worker); over the soft limit a
+def _demand(j: JobGov, threads: int) -> float | None:
+    return next((cpu for n, cpu, _ in j.demand if n == threads), None)
+
+
+def _learn(j: JobGov, w: WorkerReading, c: _Context) -> JobGov:
+    """Update what the worker was measured to use running free at its thread count, and how many
+    of its threads add CPU at all (a thread that adds none is not kept). A reading where the
+    machine had no spare CPU only ever raises the figure: contention is not the job's shape."""
+    if not c.r.valid or w.stopped or j.duty <= 0.0 or j.user_paused or j.mem_paused:
+        return j
+    free = min(100.0, w.cpu / j.duty)  # what it would use at full duty
+    old = next(((cpu, k) for n, cpu, k in j.demand if n == j.threads), None)
+    spare = c.r.total_cpu < 100.0 - c.tuning.spare_cores * c.per_core
+    if old is not None and not spare and free < old[0]:
+        return j
+    a = c.tuning.demand_weight
+    value, count = (free, 1) if old is None else ((1 - a) * old[0] + a * free, old[1] + 1)
+    demand = (*((n, v, k) for n, v, k in j.demand if n != j.threads), (j.threads, value, count))
+    useful = j.useful_threads
+    if (spare and count >= c.tuning.demand_readings and j.threads > 1
+            and value < (j.threads - c.tuning.useless_thread) * c.per_core):
+        useful = min(useful or j.max_threads, max(1, math.ceil(value / c.per_core - 0.05)))
+    return dataclasses.replace(j, demand=demand, useful_threads=useful)
+
+
+def _cpu(j: JobGov, w: WorkerReading, c: _Context) -> tuple[int, float]:
+    """Threads and duty for the budget. No duty cycle when the budget covers what the job uses
+    at its thread count (measured; assumed to fill its threads until measured) or when the limit
+    leaves nothing to hold back; otherwise the duty closes the loop on the CPU we measure, so a
+    worker that ignores its thread command is held to the budget all the same."""
+    budget, per_core, t = c.budget, c.per_core, c.tuning
+    most = j.useful_threads or j.max_threads
+    if c.limits.max_cpu + t.tolerance >= 100.0 and not c.battery:
+        return most, 1.0  # everything is granted: the worker's idle priority already yields to others
+    if budget < t.stop_below * per_core:
+        return j.threads, 0.0
+    threads = max(1, min(most, math.ceil(budget / per_core - 0.05)))
+    demand = _demand(j, threads)
+    expected = demand if demand is not None else threads * per_core
+    slack = t.tolerance if j.duty >= 1.0 else -t.tolerance  # hysteresis: no flapping at the edge
+    if expected <= budget + slack:
+        return threads, 1.0
+    if j.duty == 0.0 or j.duty >= 1.0 or threads != j.threads:
+        duty = budget / max(expected, 1e-3)
+    elif w.cpu > budget + t.tolerance:
+        duty = j.duty * budget / w.cpu
+    elif w.cpu < budget - t.tolerance:
+        duty = min(j.duty * t.max_step_up, j.duty * budget / max(w.cpu, 1e-3))
+    else:
+        duty = j.duty
+    return threads, min(0.99, max(0.05, duty))
+
+
+def _memory(job: JobGov, c: _Context, w: WorkerReading, governed: bool) -> JobGov | tuple[JobGov, list[Action]]:
+    """The memory levers: kill at the hard limit, or a runaway worker (``memjudge``); over the soft limit a
     smaller batch, then a pause, then checkpoint-and-exit; give back after the hold time."""
     j, r, t = job, c.r, c.tuning
-    far_beyond = rss > t.rss_factor * j.expected_rss
-    if c.mem >= c.hard or c.projected >= c.hard or far_beyond:
-        why = (f"worker RSS {rss / 2**20:.0f} MB is far beyond its expected {j.expected_rss / 2**20:.0f} MB"
-               if far_beyond else f"memory at {c.mem:.0f}% heading over the hard limit {c.hard:.0f}%")
+    j = dataclasses.replace(j, mem=observe(j.mem, r.t, w.anon if w.anon is not None else w.rss, j.training, t.mem))
+    leak = runaway(j.mem, c.mem, r.mem_total, c.hard, t.mem)
+    # Over the soft limit the machine's own trend counts too (one reading ahead); under it only
+    # this worker's growth projection or the hard limit itself kill.
+    heading = c.mem >= c.soft and c.projected >= c.hard
+    if c.mem >= c.hard or heading or leak:
+        why = leak or f"memory at {c.mem:.0f}% heading over the hard limit {c.hard:.0f}%"
         kills = j.memory_kills + 1
         if kills > t.max_memory_kills:
             msg = f"killed {kills - 1} times for memory; last: {why}"

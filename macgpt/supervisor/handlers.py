@@ -20,6 +20,7 @@ from macgpt.data.sources import Manifest, changed_files
 from macgpt.errors import DataError
 from macgpt.fsutil import atomic_write_text
 from macgpt.protocol import FINISHED, ErrorCode, JobState, ProtocolError
+from macgpt.supervisor import levers
 
 if TYPE_CHECKING:
     from macgpt.supervisor.daemon import Daemon
@@ -145,7 +146,7 @@ def job_view(daemon: Daemon, job: dict[str, Any]) -> dict[str, Any]:
                     threads=live.threads, batch_size=live.batch_size, micro_batch=live.micro_batch,
                     steps_per_s=live.steps_per_s, tokens_per_s=live.tokens_per_s, rss=live.rss,
                     phase=live.phase, preparing=live.preparing)
-        view.update(daemon.governance.view(job["id"]))
+        view.update(daemon.governance.view(job["id"], paused=runner.user_paused))
     return view
 
 
@@ -290,7 +291,7 @@ def limits(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
     if new != daemon.governance.base or changed:
         daemon.governance.set_limits(new, daemon.runners.values())
         atomic_write_text(daemon.lay.home / "limits.json", json.dumps(new.to_dict()))
-    return daemon.governance.limits.to_dict()
+    return {**daemon.governance.limits.to_dict(), "levers": levers.describe(levers.here())}
 
 
 @handler("shutdown")

@@ -19,6 +19,7 @@ import psutil
 BATTERY_EVERY = 5.0  # seconds between battery reads (sysfs scans are not free)
 SWAP_EVERY = 2.0  # seconds between swap reads (shown, not acted on; /proc/vmstat is long)
 CHILDREN_EVERY = 1.0  # seconds between full scans for child processes (not needed on Linux)
+LINUX = sys.platform.startswith("linux")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class WorkerReading:
     cpu: float  # percent of the whole machine (100 = every core busy), whole process tree
     rss: int  # bytes, whole process tree
     stopped: bool  # in SIGSTOP
+    anon: int | None = None  # non-reclaimable bytes of the tree (Linux: RssAnon + VmSwap); None: unknown
 
 
 @dataclass(frozen=True)
@@ -130,14 +132,18 @@ class Monitor:
             return None, False
         complete = not set(self._tree.get(pid, ())) - set(kids)
         self._tree[pid] = kids
-        seconds, rss, stopped = 0.0, 0, False
+        seconds, rss, anon, stopped = 0.0, 0, 0, False
         for p in (pid, *kids):
             try:
                 handle = proc if p == pid else self._handle(p)
                 with handle.oneshot():
                     t = handle.cpu_times()
                     total = t.user + t.system
-                    rss += handle.memory_info().rss
+                    sizes = _proc_memory(p) if LINUX else None
+                    if sizes is None:
+                        sizes = (handle.memory_info().rss, None)
+                    rss += sizes[0]
+                    anon = anon + sizes[1] if anon is not None and sizes[1] is not None else None
                     if p == pid:
                         stopped = handle.status() == psutil.STATUS_STOPPED
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
@@ -152,7 +158,7 @@ class Monitor:
             self._cpu[p] = total
             seconds += max(0.0, total - last)
         cpu = 100.0 * seconds / (dt * self.ncpu)
-        return WorkerReading(pid, cpu, rss, stopped), complete
+        return WorkerReading(pid, cpu, rss, stopped, anon), complete
 
     def _own_cpu(self, dt: float) -> float:
         """The supervisor's own CPU (and its guardian's): ours, not other programs'."""
@@ -208,6 +214,24 @@ class Monitor:
                 b = None
             self._battery = (None, None) if b is None else (not b.power_plugged, float(b.percent))
         return self._battery
+
+
+def _proc_memory(pid: int) -> tuple[int, int] | None:
+    """(RSS, non-reclaimable: anonymous resident + swapped) bytes from /proc/PID/status, in one
+    read; None when the file is unreadable or lacks the fields (a kernel thread, an old kernel)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields: dict[bytes, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(b":")
+        if key in (b"VmRSS", b"RssAnon", b"VmSwap"):
+            fields[key] = int(rest.split()[0]) * 1024
+    if b"VmRSS" not in fields or b"RssAnon" not in fields:
+        return None
+    return fields[b"VmRSS"], fields[b"RssAnon"] + fields.get(b"VmSwap", 0)
 
 
 def memory_pressure() -> str | None:

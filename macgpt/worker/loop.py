@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from macgpt.worker import checkpoint
+from macgpt.worker.progress import Reporter
 from macgpt.worker.sampling import PromptError, SampleParams
 from macgpt.worker.trainer import Trainer, peak_rss_bytes
 
@@ -92,7 +93,7 @@ class TrainingLoop:
 
     def _finish(self) -> str:
         t = self.t
-        ev = t.evaluate() if t.eval_stream is not None else None
+        ev = t.evaluate(progress=self._progress("final_eval", "batches")) if t.eval_stream is not None else None
         if ev:
             self.link.send("eval", step=t.step, **ev)
         self._checkpoint("final")
@@ -115,6 +116,10 @@ class TrainingLoop:
         return "stopped"
 
     # -- periodic work ----------------------------------------------------------------------
+    def _progress(self, phase: str, unit: str) -> Reporter:
+        """Progress of work between steps (evaluation, sampling): never taken for a hang."""
+        return Reporter(self.link.send, phase, unit=unit)
+
     def _metrics(self, loss: float) -> None:
         t = self.t
         steps = t.step - self._window[0]
@@ -138,14 +143,16 @@ class TrainingLoop:
         t = self.t
         params = SampleParams(max_new_tokens=t.cfg.sample_tokens, seed=t.cfg.seed + t.step, **GENERATION_TEST)
         try:
-            result = t.sample(t.cfg.sample_prompt, params)
+            chars = self._progress("sample", "chars")
+            result = t.sample(t.cfg.sample_prompt, params, on_text=lambda piece: chars.advance(len(piece)))
+            chars.finish()
         except PromptError as e:
             self.link.send("warning", message=f"generation test skipped: {e}")
             return
         self.link.send("sample", step=t.step, prompt=t.cfg.sample_prompt, text=result.text)
 
     def _evaluate(self) -> None:
-        ev = self.t.evaluate()
+        ev = self.t.evaluate(progress=self._progress("eval", "batches"))
         if ev:
             self.link.send("eval", step=self.t.step, **ev)
 
@@ -205,7 +212,7 @@ class TrainingLoop:
             self.request_stop(str(args.get("reason", "request")))
             return {"step": t.step}
         if cmd == "evaluate":
-            return t.evaluate() or {}
+            return t.evaluate(progress=self._progress("eval", "batches")) or {}
         if cmd == "sample":
             params = SampleParams(**{k: v for k, v in args.items() if k != "prompt"})
             result = t.sample(

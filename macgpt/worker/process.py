@@ -71,12 +71,15 @@ def _run(args: argparse.Namespace, link: Any, t0: float, pending_stop: list[str]
     except (OSError, ValueError, KeyError, ConfigError) as e:
         link.send("failed", message=f"{args.job_dir / 'job.json'}: {e}", retry=False)
         return EXIT_JOB_INVALID
-    import torch  # noqa: F401  (the slow import, measured)
+    from macgpt.worker.progress import watching_imports
 
+    with watching_imports(link.send):  # seconds on a busy machine: reported, so never taken for a hang
+        import torch  # noqa: F401  (the slow import, measured)
+
+        from macgpt.worker.batches import DataTooShort
+        from macgpt.worker.loop import CheckpointWriteError, TrainingLoop
+        from macgpt.worker.setup import ResumeError, prepare
     link.send("setup", phase="torch", seconds=round(time.perf_counter() - t0, 3))
-    from macgpt.worker.batches import DataTooShort
-    from macgpt.worker.loop import CheckpointWriteError, TrainingLoop
-    from macgpt.worker.setup import ResumeError, prepare
 
     def note(phase: str, **fields: Any) -> None:
         link.send("warning" if phase == "warning" else "setup", phase=phase, **fields)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import codecs
 import hashlib
 import os
+from collections.abc import Iterable, Sized
 from functools import cache
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from macgpt.fsutil import atomic_write_bytes
+from macgpt.worker.progress import Reporter, counted
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -57,7 +59,8 @@ class BPETokenizer:
         self._utf8_table: tuple[list[list[bool]], list[list[int]]] | None = None
 
     @classmethod
-    def train(cls, texts: list[str] | tuple[str, ...], vocab_size: int) -> BPETokenizer:
+    def train(cls, texts: Iterable[str], vocab_size: int, progress: Reporter | None = None) -> BPETokenizer:
+        """Trained on ``texts`` as they stream by (an iterator keeps memory flat on a big sample)."""
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -67,7 +70,8 @@ class BPETokenizer:
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        tok.train_from_iterator(texts, trainer)
+        length = len(texts) if isinstance(texts, Sized) else None
+        tok.train_from_iterator(counted(texts, progress), trainer, length=length)
         return cls(tok)
 
     @classmethod
@@ -159,7 +163,8 @@ class StreamDecoder:
 
 
 def load_or_train(
-    texts: tuple[str, ...], corpus_sha: str, vocab_size: int, job_path: Path, cache_dir: Path | None
+    texts: Iterable[str], corpus_sha: str, vocab_size: int, job_path: Path, cache_dir: Path | None,
+    progress: Reporter | None = None,
 ) -> tuple[BPETokenizer, str]:
     """The job's tokenizer: the job's own file, else the shared cache, else a new one.
 
@@ -177,7 +182,7 @@ def load_or_train(
             job_path.parent.mkdir(parents=True, exist_ok=True)
             tok.save(job_path)
             return tok, "cache"
-    tok = BPETokenizer.train(texts, vocab_size)
+    tok = BPETokenizer.train(texts, vocab_size, progress)
     job_path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(job_path)
     if cached is not None:

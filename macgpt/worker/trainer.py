@@ -19,6 +19,7 @@ from macgpt.config.schema import ModelConfig, TrainConfig, micro_batch_at_most
 from macgpt.model import GPT
 from macgpt.worker.batches import Batcher, eval_batches
 from macgpt.worker.optim import make_optimizer
+from macgpt.worker.progress import Reporter, counted
 from macgpt.worker.sampling import SampleParams, SampleResult, sample_text
 from macgpt.worker.tokencache import TokenFile
 from macgpt.worker.tokenizer import BPETokenizer
@@ -143,9 +144,11 @@ class Trainer:
         return self.batcher.epoch
 
     @torch.no_grad()
-    def evaluate(self, batch_size: int = 16, limit: int | None = None) -> dict[str, float] | None:
+    def evaluate(self, batch_size: int = 16, limit: int | None = None,
+                 progress: Reporter | None = None) -> dict[str, float] | None:
         """Mean loss and perplexity over an evenly spread sample of ``limit`` (default: the
-        ``eval_tokens`` setting; 0: every) tokens of the test text (None without test text)."""
+        ``eval_tokens`` setting; 0: every) tokens of the test text (None without test text);
+        ``progress`` hears of each batch."""
         if self.eval_stream is None or self.eval_stream.numel() < 2:
             return None
         was_training = self.model.training
@@ -153,7 +156,7 @@ class Trainer:
         total, count = 0.0, 0
         try:
             cap = self.cfg.eval_tokens if limit is None else limit
-            for x, y in eval_batches(self.eval_stream, self.model_cfg.block_size, batch_size, cap):
+            for x, y in counted(eval_batches(self.eval_stream, self.model_cfg.block_size, batch_size, cap), progress):
                 _, loss, _ = self.model(x.to(self.device), y.to(self.device))
                 total += loss.item() * y.numel()
                 count += y.numel()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psutil
 
+from ..conftest import REAL_CHAT
 from .live import Hog, LiveRun, governor
 
 TINY = ["tiny", "--steps", "1000000", "--set", "vocab_size=500", "--batch-size", "4"]
@@ -96,7 +97,7 @@ def test_a_greedy_worker_that_ignores_commands_is_held_to_the_cpu_limit(home: Pa
 
 
 def test_a_hung_worker_is_killed_and_restarted(home: Path) -> None:
-    run = LiveRun([*TINY, "--hang-seconds", "3"], home, rogue="hang")
+    run = LiveRun([*TINY, "--hang-seconds", "3", "--max-cpu", "100"], home, rogue="hang")  # never held by a busy machine
     try:
         i, _ = run.wait(lambda e: e["event"] == "started", timeout=30)
         j, restart = run.wait(lambda e: e["event"] == "restarting", timeout=15)
@@ -133,3 +134,57 @@ def test_a_leaking_worker_is_stopped_before_the_hard_limit_then_the_job_fails(ho
     assert len(kills) == 3 and run.proc.returncode == 1
     assert "killed 3 times for memory" in run.events[-1]["error"]
     assert peak < hard, (peak, hard)
+
+
+def test_a_worker_with_a_large_stable_footprint_is_never_killed(home: Path) -> None:
+    # 1.6 GB, four times the estimate for this job (the case of a big corpus): the machine has room
+    assert psutil.virtual_memory().available > 6 * 2**30, "this test needs 6 GB free"
+    run = LiveRun(TINY, home, rogue="hoard", ROGUE_HOARD_MB="1600")
+    try:
+        run.wait(lambda e: e["event"] == "started", timeout=30)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 12:  # past the settle time and several growth windows
+            assert run.proc.poll() is None
+            time.sleep(0.5)
+        assert not [e for e in run.kinds("governor") if e.get("state") in ("memory", "failed")]
+        assert not run.kinds("restarting")
+        pid = run.kinds("spawned")[-1]["pid"]
+        assert psutil.Process(pid).memory_info().rss > 1500 * 2**20  # it really holds it
+    finally:
+        run.stop()
+
+
+def test_a_slow_set_up_and_a_long_evaluation_that_report_progress_are_not_hangs(home: Path) -> None:
+    run = LiveRun([*TINY, "--hang-seconds", "2", "--max-cpu", "100"], home, rogue="slow", ROGUE_SLOW_S="4")
+    try:
+        i, _ = run.wait(lambda e: e["event"] == "started", timeout=30)
+        assert run.times[i] - run.times[0] >= 4  # the set-up took twice the hang time
+        run.wait(lambda e: e["event"] == "progress" and e.get("phase") == "eval", after=i, timeout=20)
+        run.wait(lambda e: e["event"] == "metrics" and e["step"] >= 30, after=i, timeout=30)
+        assert not run.kinds("restarting") and len(run.kinds("spawned")) == 1
+    finally:
+        run.stop()
+
+
+def test_a_silent_pause_between_steps_is_still_a_hang(home: Path) -> None:
+    run = LiveRun([*TINY, "--hang-seconds", "2", "--max-cpu", "100"], home, rogue="slow", ROGUE_SLOW_S="6", ROGUE_SLOW_SILENT="1")
+    try:
+        run.wait(lambda e: e["event"] == "started", timeout=30)
+        _, restart = run.wait(lambda e: e["event"] == "restarting", timeout=30)
+        assert "stopped making progress" in restart["last_error"]
+    finally:
+        run.stop()
+
+
+def test_the_real_worker_reports_progress_through_set_up_evaluation_and_sampling(home: Path) -> None:
+    data = ["--data", str(REAL_CHAT / "train.jsonl"), "--eval-data", str(REAL_CHAT / "eval.jsonl")]
+    run = LiveRun(["tiny", "--steps", "30", "--set", "vocab_size=500", "--batch-size", "4", *data,
+                   "--set", "sample_interval=10", "--hang-seconds", "2", "--max-cpu", "100"], home)
+    assert run.proc.wait(240) == 0
+    run._reader.join(5)
+    phases = {e["phase"] for e in run.kinds("progress")}
+    assert {"import", "tokenizer", "encode", "encode_eval", "sample", "final_eval"} <= phases, phases
+    assert not run.kinds("restarting") and run.events[-1]["result"] == "completed"
+    done = [e["done"] for e in run.kinds("progress") if e["phase"] == "encode"]
+    texts = next(e for e in run.kinds("setup") if e.get("phase") == "data")["texts"]
+    assert done == sorted(done) and done[-1] == texts  # every text encoded, reported as it went

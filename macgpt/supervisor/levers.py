@@ -1,0 +1,57 @@
+"""Which levers the governor uses on this machine, and why the others are not in use.
+
+A pure description from what the machine offers (platform, cgroup hierarchy, PSI), so that
+``macgpt limits`` can say it; ``here()`` reads the facts. Only levers that the test suite
+exercises on a machine like CI's (Linux, cgroup v1, PSI present, root, no systemd user manager)
+are in use; cgroup v2 scopes and macOS QoS classes are reported, not used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Machine:
+    platform: str  # sys.platform
+    cgroup_v2: bool  # a unified hierarchy is mounted at /sys/fs/cgroup
+    cgroup_writable: bool  # our own cgroup can be written (delegated to us)
+    psi: bool  # /proc/pressure/cpu exists
+
+
+def describe(m: Machine) -> list[str]:
+    """One line per lever: in use, or not and why."""
+    linux = m.platform.startswith("linux")
+    out = ["priority: nice 19 + SCHED_IDLE on every thread" if linux
+           else "priority: nice 19 + PRIO_DARWIN_BG" if m.platform == "darwin" else "priority: nice 19",
+           "threads and micro-batch: commands to the worker, chosen from its measured CPU",
+           "duty cycle / stop: SIGSTOP-SIGCONT of the worker's process group",
+           "memory: non-reclaimable size (RssAnon + VmSwap)" if linux else "memory: RSS"]
+    if linux:
+        if not m.cgroup_v2:
+            why = "this machine has a cgroup v1 hierarchy"
+        elif not m.cgroup_writable:
+            why = "no delegated cgroup v2 subtree is writable by this user"
+        else:
+            why = "available here, not implemented yet"
+        out.append(f"cgroup v2 (cpu.max, cpu.idle, memory.high, cgroup.freeze): not in use: {why}")
+        out.append("PSI (/proc/pressure): " + ("present, not used by the policy yet" if m.psi else "absent"))
+    if m.platform == "darwin":
+        out.append("background QoS per computing thread: not in use (untested here)")
+    return out
+
+
+def here() -> Machine:
+    """The facts of this machine."""
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    writable = False
+    if v2:
+        try:
+            with open("/proc/self/cgroup") as f:
+                path = next((line.split("::", 1)[1].strip() for line in f if line.startswith("0::")), "")
+            writable = os.access(os.path.join("/sys/fs/cgroup", path.lstrip("/"), "cgroup.procs"), os.W_OK)
+        except OSError:
+            writable = False
+    return Machine(sys.platform, v2, writable, os.path.exists("/proc/pressure/cpu"))
