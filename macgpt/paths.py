@@ -1,8 +1,11 @@
-"""Where things live: the home (database, jobs, logs) and the private runtime directory (sockets).
+"""Where things live: the home (database, jobs, logs, the one-per-home lock) and the private
+runtime directory (sockets).
 
 Home: ``--home``, else ``$MACGPT_HOME``, else the platform's user data directory. The runtime
-directory holds the daemon's sockets and lock; it is short (Unix socket paths are limited to
-about 104 bytes), private (mode 0700) and derived from the home, so each home has its own daemon.
+directory holds the daemon's sockets; it is short (Unix socket paths are limited to about 104
+bytes), private (mode 0700) and derived from the home. The lock is in the home itself and names
+the runtime directory of the daemon holding it, so a shell whose environment gives another
+runtime directory finds that daemon and cannot start a second one on the same queue.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ class Layout:
 
     @property
     def lock(self) -> Path:
-        return self.runtime / "daemon.lock"
+        # In the home, next to the database: two shells with different runtime dirs share one lock.
+        return self.home / "daemon.lock"
 
     @property
     def pid_file(self) -> Path:

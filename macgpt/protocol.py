@@ -117,6 +117,7 @@ class Arg:
     hi: float | None = None
     max_len: int = 4096  # strings and lists
     items: type | None = None  # element type of a list
+    zero_or_at_least: float | None = None  # e.g. a temperature: 0 (greedy) or >= 0.01, never 1e-300
 
     def check(self, cmd: str, name: str, value: Any) -> Any:
         where = f"{cmd}: argument {name!r}"
@@ -132,6 +133,8 @@ class Arg:
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
         if numeric and ((self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi)):
             raise ProtocolError(ErrorCode.INVALID, f"{where}={value} is out of range [{self.lo}, {self.hi}]")
+        if numeric and self.zero_or_at_least is not None and 0 < value < self.zero_or_at_least:
+            raise ProtocolError(ErrorCode.INVALID, f"{where}={value} must be 0 or at least {self.zero_or_at_least}")
         if isinstance(value, str | list) and len(value) > self.max_len:
             raise ProtocolError(ErrorCode.INVALID, f"{where} is too long ({len(value)} > {self.max_len})")
         if isinstance(value, list) and self.items is not None:
@@ -171,7 +174,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "job": OPT_JOB,
         "prompt": Arg(str, required=True, max_len=MAX_STRING),
         "max_new_tokens": Arg(int, lo=1, hi=4096),
-        "temperature": Arg(float, lo=0.0, hi=10.0),
+        "temperature": Arg(float, lo=0.0, hi=10.0, zero_or_at_least=0.01),
         "top_k": Arg(int, lo=0, hi=1_000_000),
         "top_p": Arg(float, lo=0.0, hi=1.0),
         "repetition_penalty": Arg(float, lo=0.5, hi=10.0),

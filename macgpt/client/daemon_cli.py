@@ -96,7 +96,10 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
     """Run the daemon in the foreground (for launchd, systemd and debugging)."""
     import os
 
+    import zmq
+
     from macgpt import log
+    from macgpt.curvekeys import CurveKeyError
     from macgpt.supervisor.daemon import Daemon
     from macgpt.supervisor.lock import AlreadyRunning
     from macgpt.supervisor.store import StoreError
@@ -104,8 +107,8 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
     lay = _layout(ctx)
     if tcp_port is not None and not _loopback(tcp_host):
         click.echo(f"macgptd: refusing to listen on {tcp_host}:{tcp_port}: the control socket accepts every "
-                   "command (submit, cancel, shutdown) and only loopback is safe without authentication and "
-                   "encryption (ZeroMQ CURVE keys, which macgpt does not set up). Use --tcp-host 127.0.0.1 and, "
+                   "command (submit, cancel, shutdown); TCP is authenticated and encrypted with ZeroMQ CURVE "
+                   "(keys in HOME/keys) and still only loopback is safe to expose. Use --tcp-host 127.0.0.1 and, "
                    f"from another machine, an SSH tunnel: ssh -L {tcp_port}:127.0.0.1:{tcp_port} THIS-HOST", err=True)
         sys.exit(Exit.USAGE)
     log.setup(lay.log_file, console=True, json_console=json_logs)
@@ -127,6 +130,10 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
     except StoreError as e:
         log.get().error("database_unusable", error=str(e))
         click.echo(f"macgptd: {e}", err=True)
+        sys.exit(Exit.FAILURE)
+    except (zmq.ZMQError, CurveKeyError) as e:
+        log.get().error("cannot_listen", error=str(e), tcp=f"{tcp_host}:{tcp_port}" if tcp_port else None)
+        click.echo(f"macgptd: cannot listen{f' on TCP {tcp_host}:{tcp_port}' if tcp_port else ''}: {e}", err=True)
         sys.exit(Exit.FAILURE)
     daemon.serve()
 

@@ -86,3 +86,24 @@ def check_data(spec: JobSpec) -> tuple[int, int]:
     train = load_corpus(list(spec.data) or [builtin_path(BUILTIN_TRAIN)])
     evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
     return len(train.texts), (len(load_corpus(evals).texts) if evals else 0)
+
+
+class SampleArg(click.ParamType):
+    """A ``sample`` option checked by the control protocol's own rule for it (finite, in range,
+    a temperature 0 or at least 0.01), so the CLI and the daemon refuse the same values."""
+
+    def __init__(self, name: str, kind: type) -> None:
+        self.name = name
+        self.kind = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from macgpt import protocol
+
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a valid {self.kind.__name__}", param, ctx)
+        try:
+            return protocol.COMMANDS["sample"][self.name].check("sample", self.name, number)
+        except protocol.ProtocolError as e:
+            self.fail(e.message.removeprefix("sample: "), param, ctx)

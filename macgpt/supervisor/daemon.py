@@ -31,6 +31,7 @@ from macgpt.supervisor.governance import Governance
 from macgpt.supervisor.lock import DaemonLock
 from macgpt.supervisor.runner import JobRunner
 from macgpt.supervisor.store import JobStore, TransitionError
+from macgpt.supervisor.tcpauth import TcpAuth
 from macgpt.supervisor.workers import FrozenRegistry
 
 log = get("macgpt.daemon")
@@ -47,7 +48,7 @@ class Daemon:
         self.max_concurrent = max_concurrent
         self.tcp = tcp  # (loopback host, port), checked by the CLI
         self.worker_argv = worker_argv
-        self.lock = DaemonLock(lay.lock)
+        self.lock = DaemonLock(lay.lock, lay.runtime)
         self.started = time.time()
         self.stopping = False
         self.runners: dict[int, JobRunner] = {}
@@ -79,8 +80,7 @@ class Daemon:
             for path in ("control.sock", "events.sock", "workers.sock"):
                 (self.lay.runtime / path).unlink(missing_ok=True)
             self.control.bind(self.lay.control)
-            if self.tcp:
-                self.control.bind(f"tcp://{self.tcp[0]}:{self.tcp[1]}")
+            self.tcp_auth = TcpAuth(self.ctx, self.control, self.lay.home, *self.tcp) if self.tcp else None
             self.pub = self.ctx.socket(zmq.PUB)
             self.pub.setsockopt(zmq.LINGER, 0)
             self.pub.setsockopt(zmq.SNDHWM, 100_000)
@@ -123,6 +123,8 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.channel.sock, zmq.POLLIN)
+        if self.tcp_auth:
+            poller.register(self.tcp_auth.sock, zmq.POLLIN)
         try:
             while not self.stopping:
                 timeout = self.governance.wait_ms() if self.runners or self.restart_at else IDLE_POLL_MS
@@ -131,6 +133,8 @@ class Daemon:
                     self._serve_control()
                 if self.channel.sock in ready:
                     self._serve_workers()
+                if self.tcp_auth and self.tcp_auth.sock in ready:
+                    self.tcp_auth.handle()
                 self._supervise()
                 self._schedule()
                 self.bus.flush()
@@ -339,6 +343,8 @@ class Daemon:
         self.governance.close()
         for sock in (self.control, self.pub, self.channel.sock):
             sock.close(0)
+        if self.tcp_auth:
+            self.tcp_auth.close()
         for path in ("control.sock", "events.sock", "workers.sock"):
             (self.lay.runtime / path).unlink(missing_ok=True)
         self._backup()

@@ -14,6 +14,7 @@ import torch
 from macgpt.config.schema import ConfigError, ModelConfig, check_model, from_dict
 from macgpt.data.texts import load_corpus
 from macgpt.model import GPT
+from macgpt.worker import modelfile
 from macgpt.worker.batches import eval_batches, token_stream
 from macgpt.worker.checkpoint import CheckpointError, load_file
 from macgpt.worker.sampling import SampleParams, SampleResult, sample_text
@@ -34,8 +35,7 @@ def load_model(path: str | Path) -> Loaded:
     try:
         cfg = check_model(from_dict(ModelConfig, state["model_config"]))
         tokenizer = BPETokenizer.from_json(state["tokenizer_json"])
-        model = GPT(cfg)
-        model.load_state_dict(state["model"])
+        model = modelfile.build(cfg, state.get("model"), path)
     except (KeyError, ConfigError, RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: not a usable model checkpoint: {e}") from None
     model.eval()

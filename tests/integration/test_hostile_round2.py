@@ -1,0 +1,117 @@
+"""Issue 11 (hostile review, round two): each hole found by the review, tried against a real daemon
+and real workers. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from macgpt import curvekeys, protocol
+from macgpt.client.connection import Client
+from macgpt.paths import layout
+
+from ..conftest import MACGPT, MACGPTD, env_with_home
+
+
+def macgptd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([MACGPTD, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def daemon(home: Path) -> Iterator[Path]:
+    r = macgptd("start")
+    assert r.returncode == 0 and "started" in r.stdout, r.stderr
+    yield home
+    macgptd("stop", "--timeout", "60", timeout=90)
+
+
+def test_one_daemon_per_home_whatever_the_runtime_dir(home: Path) -> None:
+    """Item 3: the lock is in the home, so a second shell with another runtime dir is refused, and
+    finds the running daemon instead of starting a second one on the same queue."""
+    a, b = (Path(tempfile.mkdtemp(prefix="mgrt-", dir="/tmp")) for _ in range(2))
+    first = macgptd("start", env=env_with_home(home, MACGPT_RUNTIME_DIR=str(a)))
+    assert first.returncode == 0, first.stderr
+    try:
+        other = env_with_home(home, MACGPT_RUNTIME_DIR=str(b))
+        second = macgptd("run", env=other, timeout=30)
+        assert second.returncode == 1 and "already running (pid" in second.stderr, second.stderr
+        assert not (b / "control.sock").exists()
+        status = subprocess.run([MACGPT, "status", "--json"], capture_output=True, text=True, env=other, timeout=30)
+        assert status.returncode == 0, status.stderr  # the client follows the lock to the daemon's sockets
+        assert json.loads(status.stdout)["jobs"] == []
+    finally:
+        macgptd("stop", env=env_with_home(home, MACGPT_RUNTIME_DIR=str(a)), timeout=90)
+        for d in (a, b):
+            for f in d.iterdir():
+                f.unlink()
+            d.rmdir()
+
+
+def _tcp_dealer(port: int, keys: tuple[bytes, bytes, bytes] | None = None, host: str = "127.0.0.1") -> zmq.Socket:
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if keys:
+        s.setsockopt(zmq.CURVE_SERVERKEY, keys[0])
+        s.setsockopt(zmq.CURVE_PUBLICKEY, keys[1])
+        s.setsockopt(zmq.CURVE_SECRETKEY, keys[2])
+    s.setsockopt(zmq.IPV6, 1)
+    s.connect(f"tcp://{host}:{port}")
+    return s
+
+
+def test_tcp_lets_in_only_a_client_holding_an_authorized_curve_key(home: Path) -> None:
+    """Item 1: over TCP another local user (a plain ZMTP client, or CURVE with a key of their own)
+    gets nothing: no listing, no cancel, no shutdown, no file opened; the owner's keys work."""
+    port = 47000 + os.getpid() % 900
+    r = macgptd("start", "--tcp-port", str(port))
+    assert r.returncode == 0, r.stderr
+    try:
+        kd = home / "keys"
+        assert oct(kd.stat().st_mode & 0o777) == "0o700"
+        for f in kd.iterdir():
+            assert oct(f.stat().st_mode & 0o777) == "0o600", f
+        keys = curvekeys.client(home)
+        server = keys.server_public
+        attackers = [_tcp_dealer(port), _tcp_dealer(port, (server, *zmq.curve_keypair()))]
+        for sock in attackers:
+            for cmd, args in (("status", {}), ("shutdown", {}), ("submit", {"spec": {"data": [str(home / "x")]}})):
+                sock.send(protocol.make_request(1, cmd, args))
+            assert not sock.poll(3000), "an unauthenticated TCP client was answered"
+            sock.close(0)
+        owner = _tcp_dealer(port, (server, keys.public, keys.secret))
+        owner.send(protocol.make_request(7, "ping"))
+        assert owner.poll(10000) and protocol.unpack(owner.recv())["result"]["pong"] is True
+        owner.close(0)
+        status = subprocess.run([MACGPT, "status", "--json"], capture_output=True, text=True, timeout=30,
+                                env=env_with_home(home, MACGPT_TCP=f"127.0.0.1:{port}"))
+        assert status.returncode == 0, status.stderr
+        log = (home / "logs" / "macgptd.log").read_text()
+        assert log.count("tcp_client_refused") >= 1  # the CURVE impostor, refused by the ZAP handler
+        assert Client(layout(str(home))).call("ping")["pong"] is True  # the Unix socket is unchanged
+    finally:
+        macgptd("stop", timeout=90)
+
+
+def test_tcp_on_ipv6_loopback_listens_or_fails_with_a_clear_message(home: Path) -> None:
+    """Item 1: ``--tcp-host ::1`` passed the loopback check, then died in bind with a ZMQError traceback."""
+    port = 47000 + os.getpid() % 900 + 1
+    r = macgptd("start", "--tcp-port", str(port), "--tcp-host", "::1")
+    if r.returncode == 0:
+        try:
+            keys = curvekeys.client(home)
+            owner = _tcp_dealer(port, (keys.server_public, keys.public, keys.secret), host="[::1]")
+            owner.send(protocol.make_request(1, "ping"))
+            assert owner.poll(10000) and protocol.unpack(owner.recv())["result"]["pong"] is True
+            owner.close(0)
+        finally:
+            macgptd("stop", timeout=90)
+    else:  # a machine without IPv6: one clear line, no traceback
+        out = (home / "logs" / "macgptd.out").read_text()
+        assert "cannot listen on TCP ::1" in out and "Traceback" not in out, out
