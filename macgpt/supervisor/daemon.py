@@ -253,6 +253,8 @@ class Daemon:
         for job_id in list(self.governance.evicted):
             if self.governance.memory_back(job_id):
                 job = self.store.get(job_id) or {}
+                if job.get("state") != JobState.PAUSED:
+                    continue  # cancelled (or otherwise moved on) while it waited: cancel is final
                 self._transition(job_id, JobState.QUEUED, "memory is back", queue_order=job.get("queue_order", 0) - 1e9)
         active = len(self.runners)
         if active >= self.max_concurrent:

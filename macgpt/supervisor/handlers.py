@@ -200,7 +200,7 @@ def cancel(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
             runner.stop("cancel")
             return {"job": job["id"], "state": "cancelling"}
         daemon.runners.pop(job["id"], None)
-        daemon.governance.forget(job["id"])  # it was between two workers
+    daemon.governance.forget(job["id"])  # between two workers, or evicted for memory: never comes back
     daemon._transition(job["id"], JobState.CANCELLED, "user")
     return {"job": job["id"], "state": "cancelled"}
 

@@ -115,3 +115,4 @@ def test_tcp_on_ipv6_loopback_listens_or_fails_with_a_clear_message(home: Path) 
     else:  # a machine without IPv6: one clear line, no traceback
         out = (home / "logs" / "macgptd.out").read_text()
         assert "cannot listen on TCP ::1" in out and "Traceback" not in out, out
+

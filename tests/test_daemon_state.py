@@ -1,0 +1,70 @@
+"""Issue 11: decisions of a real daemon object in-process (real SQLite, real sockets, real
+governance), driven to the state a review found wrong, without waiting minutes for it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from macgpt.config.limits import Limits
+from macgpt.paths import layout
+from macgpt.protocol import JobState
+from macgpt.supervisor import handlers
+from macgpt.supervisor.daemon import Daemon
+
+
+@pytest.fixture
+def daemon(home: Path) -> Iterator[Daemon]:
+    d = Daemon(layout(str(home)), Limits())
+    d.open()
+    yield d
+    d._shutdown(zmq.Poller())
+
+
+def test_a_cancelled_job_that_was_evicted_for_memory_never_comes_back(daemon: Daemon) -> None:
+    """Item 10: cancel a job waiting for memory (no runner); when memory returns it stays cancelled."""
+    jid = handlers.submit(daemon, {"config": "tiny"}, None)["job"]
+    daemon._transition(jid, JobState.PAUSED, "memory: waiting for memory to come back")
+    daemon.governance.evicted.add(jid)  # what after_exit records for an evicted worker
+    assert handlers.cancel(daemon, {"job": jid}, None)["state"] == "cancelled"
+    gov = daemon.governance
+    gov.state = dataclasses.replace(gov.state, low_memory_since=gov.clock() - 10 * gov.tuning.hold)
+    for _ in range(3):
+        daemon._schedule()
+    assert daemon.store.get(jid)["state"] == JobState.CANCELLED
+    assert not daemon.runners
+
+
+def pump(d: Daemon, until, timeout: float) -> None:
+    """Serve the daemon's worker channel (a real worker on a real socket) until ``until()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if d.channel.sock.poll(50, zmq.POLLIN):
+            d._serve_workers()
+        d.bus.flush()
+        if until():
+            return
+    raise AssertionError(f"not reached within {timeout}s")
+
+
+def test_a_pause_sent_while_the_job_is_starting_reaches_the_worker(daemon: Daemon) -> None:
+    """Item 6: paused while its worker was still starting, the job used to train on while status
+    said "paused". Started directly (a busy machine would keep the scheduler waiting)."""
+    jid = handlers.submit(daemon, {"config": "tiny", "overrides": {"vocab_size": 500, "steps": 100000,
+                                                                     "threads": 1, "batch_size": 8}}, None)["job"]
+    daemon._start(jid)
+    runner = daemon.runners[jid]
+    assert daemon.store.get(jid)["state"] == JobState.STARTING and not runner.live.connected
+    assert handlers.pause(daemon, {"job": jid}, None)["state"] == "paused"
+    pump(daemon, lambda: runner.live.paused, timeout=240)
+    step = runner.live.step
+    end = time.monotonic() + 3
+    pump(daemon, lambda: time.monotonic() >= end, timeout=30)  # heartbeats carry its step meanwhile
+    assert runner.live.step == step and daemon.store.get(jid)["state"] == JobState.PAUSED
+    handlers.resume(daemon, {"job": jid}, None)
+    pump(daemon, lambda: runner.live.step > step, timeout=120)
