@@ -4,6 +4,7 @@ governance), driven to the state a review found wrong, without waiting minutes f
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from macgpt import protocol
 from macgpt.config.limits import Limits
 from macgpt.paths import layout
 from macgpt.protocol import JobState
@@ -68,3 +70,37 @@ def test_a_pause_sent_while_the_job_is_starting_reaches_the_worker(daemon: Daemo
     assert runner.live.step == step and daemon.store.get(jid)["state"] == JobState.PAUSED
     handlers.resume(daemon, {"job": jid}, None)
     pump(daemon, lambda: runner.live.step > step, timeout=120)
+
+
+def test_a_locked_database_at_runtime_neither_stops_nor_blocks_the_daemon(daemon: Daemon) -> None:
+    """Item 7: another process holds the write lock; state changes wait in order and are written
+    once it is released, a request gets 'unavailable', nothing raises out of the loop, no write
+    blocks the loop for more than a fraction of a second."""
+    jid = handlers.submit(daemon, {"config": "tiny"}, None)["job"]
+    other = sqlite3.connect(daemon.lay.db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        t = time.perf_counter()
+        assert daemon._transition(jid, JobState.PAUSED, "user")
+        daemon._job_event(jid, "metrics", {"step": 3, "loss": 2.5})
+        daemon._transition(jid, JobState.QUEUED, None)
+        daemon.bus.flush()
+        assert time.perf_counter() - t < 2.0  # before: 5 s of busy-wait per write, then the daemon exited
+        assert [p[1] for p in daemon.pending_transitions] == [JobState.PAUSED, JobState.QUEUED]
+        sent: list[bytes] = []
+        daemon._send = lambda identity, envelope, payload: sent.append(payload)  # capture the reply
+        daemon._handle_frames([b"id", protocol.make_request(1, "submit", {"config": "tiny"})])
+        assert protocol.unpack(sent[-1])["error"]["code"] == "unavailable"
+        daemon._retry_transitions()
+    except sqlite3.Error as e:
+        pytest.fail(f"a database error escaped: {e}")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    daemon._retry_transitions()
+    daemon.bus.flush()
+    assert not daemon.pending_transitions
+    assert daemon.store.get(jid)["state"] == JobState.QUEUED
+    kinds = [e["kind"] for e in daemon.store.history(jid)]
+    assert kinds.count("state") == 3 and "metrics" in kinds  # queued, paused, queued: nothing lost
+    assert daemon.db_errors >= 3

@@ -38,6 +38,7 @@ log = get("macgpt.daemon")
 
 SHUTDOWN_GRACE = 30.0
 IDLE_POLL_MS = 500
+RUNTIME_BUSY_MS = 200  # once running, a locked database costs the loop at most this per write, then a retry
 
 
 class Daemon:
@@ -55,6 +56,8 @@ class Daemon:
         self.restart_at: dict[int, float] = {}
         self.requests_served = 0
         self.bad_requests = 0
+        self.db_errors = 0
+        self.pending_transitions: list[tuple[int, JobState, str | None, dict[str, Any]]] = []
 
     # -- setup ----------------------------------------------------------------------------------
     def _backup(self) -> None:
@@ -98,6 +101,7 @@ class Daemon:
         self.frozen.guard()
         self.governance = Governance(self.limits, self._governor_event)
         self._recover_jobs()
+        self.store.set_busy_timeout(RUNTIME_BUSY_MS)
         log.info("daemon_started", pid=os.getpid(), home=str(self.lay.home), socket=self.lay.control,
                  limits=self.limits.to_dict(), max_concurrent=self.max_concurrent)
 
@@ -129,15 +133,19 @@ class Daemon:
             while not self.stopping:
                 timeout = self.governance.wait_ms() if self.runners or self.restart_at else IDLE_POLL_MS
                 ready = dict(poller.poll(timeout))
-                if self.control in ready:
-                    self._serve_control()
-                if self.channel.sock in ready:
-                    self._serve_workers()
-                if self.tcp_auth and self.tcp_auth.sock in ready:
-                    self.tcp_auth.handle()
-                self._supervise()
-                self._schedule()
-                self.bus.flush()
+                try:
+                    self._retry_transitions()
+                    if self.control in ready:
+                        self._serve_control()
+                    if self.channel.sock in ready:
+                        self._serve_workers()
+                    if self.tcp_auth and self.tcp_auth.sock in ready:
+                        self.tcp_auth.handle()
+                    self._supervise()
+                    self._schedule()
+                    self.bus.flush()
+                except sqlite3.Error as e:  # the workers go on; what was not written is retried next turn
+                    self._db_error("loop", e)
         finally:
             self._shutdown(poller)
 
@@ -172,6 +180,11 @@ class Daemon:
                 log.warning("bad_request", code=str(e.code), message=e.message[:200], count=self.bad_requests)
             self._send(identity, frames[1:-1] if len(frames) == 3 else [],
                        protocol.reply_error(req_id if isinstance(req_id, int | str) else None, e.code, e.message))
+        except sqlite3.Error as e:
+            self._db_error("request", e)
+            self._send(identity, frames[1:-1] if len(frames) == 3 else [],
+                       protocol.reply_error(req_id if isinstance(req_id, int | str) else None, ErrorCode.UNAVAILABLE,
+                                            f"the database is busy or failing ({e}); try again"))
         except Exception as e:  # a handler bug must not take the daemon down
             log.exception("handler_failed")
             self._send(identity, frames[1:-1] if len(frames) == 3 else [],
@@ -219,7 +232,8 @@ class Daemon:
         decision = self.governance.after_exit(runner, ended)
         if decision.kind == "restart":
             self.restart_at[job_id] = time.monotonic() + decision.delay
-            self.store.update(job_id, restarts=(self.store.get(job_id) or {}).get("restarts", 0) + 1)
+            with contextlib.suppress(sqlite3.Error):  # a counter; never worth losing the restart over
+                self.store.update(job_id, restarts=(self.store.get(job_id) or {}).get("restarts", 0) + 1)
             why = "after a crash" if ended == "crashed" else f"({(reason or '').removeprefix('governor:')})"
             self._transition(job_id, JobState.STARTING, f"restarting in {decision.delay:.0f}s {why}")
             return
@@ -284,18 +298,49 @@ class Daemon:
                          **({} if restart else {"started": time.time()}))
         runner.start()
 
+    def _db_error(self, where: str, e: sqlite3.Error) -> None:
+        self.db_errors += 1
+        if self.db_errors <= 20 or self.db_errors % 100 == 0:
+            log.error("database_error", where=where, error=str(e), count=self.db_errors,
+                      pending_transitions=len(self.pending_transitions))
+
+    def _retry_transitions(self) -> None:
+        """Write, in order, the state changes a database error held back."""
+        while self.pending_transitions:
+            job_id, state, reason, fields = self.pending_transitions[0]
+            try:
+                self.store.transition(job_id, state, reason, **fields)
+            except TransitionError as e:
+                log.error("transition_refused", job=job_id, error=str(e))
+            except sqlite3.Error as e:
+                self._db_error("retry", e)
+                return
+            self.pending_transitions.pop(0)
+
     def _transition(self, job_id: int, state: JobState, reason: str | None, **fields: Any) -> bool:
         try:
+            if self.pending_transitions:
+                raise sqlite3.OperationalError("earlier state changes are still waiting for the database")
             self.store.transition(job_id, state, reason, **fields)
         except TransitionError as e:
             log.error("transition_refused", job=job_id, error=str(e))
             return False
+        except sqlite3.Error as e:  # locked or failing: kept, in order, and written when it works again
+            self.pending_transitions.append((job_id, state, reason, fields))
+            self._db_error("transition", e)
         self.bus.emit(job_id, "state", {"state": str(state), "reason": reason})
         log.info("job_state", job=job_id, state=str(state), reason=reason)
         return True
 
     def _job_event(self, job_id: int, kind: str, data: dict[str, Any]) -> None:
         """An event from a job's worker (or about it): store progress, publish, persist."""
+        try:
+            self._store_progress(job_id, kind, data)
+        except sqlite3.Error as e:  # progress fields are refreshed by later events; the event itself is kept
+            self._db_error(kind, e)
+        self.bus.emit(job_id, kind, data)
+
+    def _store_progress(self, job_id: int, kind: str, data: dict[str, Any]) -> None:
         if kind == "started":
             job = self.store.get(job_id)
             if job and job["state"] == JobState.STARTING:
@@ -313,7 +358,6 @@ class Daemon:
         elif kind == "warning":
             self.store.update(job_id, warning=str(data.get("message"))[:2000])
             log.warning("worker_warning", job=job_id, message=data.get("message"))
-        self.bus.emit(job_id, kind, data)
 
     def _governor_event(self, kind: str, data: dict[str, Any]) -> None:
         job = data.get("job")

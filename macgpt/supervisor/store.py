@@ -112,6 +112,9 @@ class JobStore:
         tmp.replace(self.backup_path)
         return self.backup_path
 
+    def set_busy_timeout(self, ms: int) -> None:
+        self.db.execute(f"PRAGMA busy_timeout={int(ms)}")
+
     def _version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
