@@ -30,7 +30,7 @@ from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.governance import Governance
 from macgpt.supervisor.lock import DaemonLock
 from macgpt.supervisor.runner import JobRunner
-from macgpt.supervisor.store import JobStore, TransitionError
+from macgpt.supervisor.store import JobStore, StoreError, TransitionError
 from macgpt.supervisor.tcpauth import TcpAuth
 from macgpt.supervisor.workers import FrozenRegistry
 
@@ -64,7 +64,7 @@ class Daemon:
         """A copy of the checked queue to restore from if the database is ever damaged."""
         try:
             self.store.backup()
-        except (OSError, sqlite3.Error) as e:
+        except (OSError, sqlite3.Error, StoreError) as e:
             log.warning("database_backup_failed", path=str(self.store.backup_path), error=str(e))
 
     def open(self) -> None:
