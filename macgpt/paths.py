@@ -117,6 +117,9 @@ def layout(home: str | os.PathLike[str] | None = None, create: bool = True) -> L
             f"{SOCKET_PATH_MAX}-byte limit of Unix sockets; set MACGPT_RUNTIME_DIR to a shorter directory"
         )
     if create:
-        h.mkdir(parents=True, exist_ok=True)
+        h.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = h.stat()
+        if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(h, 0o700)  # the home holds the queue, models and keys: private
         ensure_private_dir(lay.runtime)
     return lay

@@ -272,7 +272,30 @@ def parse_worker_event(data: bytes) -> dict[str, Any]:
     msg = unpack(data)
     if not isinstance(msg, dict) or msg.get("kind") not in WORKER_EVENTS:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "not a worker event")
+    check_worker_fields(msg)
     return msg
+
+
+_NUMBER = (int, float)
+# The fields the supervisor reads from each worker event; a message without them (say, from a worker
+# of another version) is refused at the channel, never a KeyError in the daemon's loop.
+WORKER_EVENT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "started": {"step": int, "max_steps": int, "threads": int, "batch_size": int, "micro_batch": int},
+    "metrics": {"step": int, "loss": _NUMBER},
+    "eval": {"loss": _NUMBER},
+    "checkpoint": {"step": int, "path": str},
+}
+
+
+def check_worker_fields(msg: dict[str, Any]) -> None:
+    kind = msg.get("kind")
+    if "job" in msg and (not isinstance(msg["job"], int) or isinstance(msg["job"], bool)):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"worker event {kind!r}: 'job' must be an integer")
+    for name, kinds in WORKER_EVENT_FIELDS.get(str(kind), {}).items():
+        value = msg.get(name)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE,
+                                f"worker event {kind!r}: field {name!r} missing or not {kinds}, got {value!r:.40}")
 
 
 def parse_worker_command(data: bytes) -> dict[str, Any]:

@@ -104,3 +104,26 @@ def test_a_locked_database_at_runtime_neither_stops_nor_blocks_the_daemon(daemon
     kinds = [e["kind"] for e in daemon.store.history(jid)]
     assert kinds.count("state") == 3 and "metrics" in kinds  # queued, paused, queued: nothing lost
     assert daemon.db_errors >= 3
+
+
+def test_a_worker_message_missing_a_field_is_dropped_at_the_channel(daemon: Daemon) -> None:
+    """Also: a worker event without the fields the daemon reads (a worker of another version) used
+    to raise KeyError out of the daemon's loop; it is now refused like a bad client message."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(daemon.lay.workers)
+    bad = [{"kind": "metrics", "job": 1}, {"kind": "started", "job": 1, "step": 0},
+           {"kind": "checkpoint", "job": 1, "step": "3", "path": "x"}, {"kind": "eval", "job": True, "loss": 1.0}]
+    good = {"kind": "metrics", "job": 1, "step": 3, "loss": 2.5}
+    for msg in [*bad, good]:
+        sock.send(protocol.pack(msg))
+    got: list = []
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        if daemon.channel.sock.poll(100, zmq.POLLIN):
+            got += daemon.channel.receive()
+    sock.close(0)
+    assert [m for _, m in got] == [good]
+    for msg in bad:
+        with pytest.raises(protocol.ProtocolError, match="worker event"):
+            protocol.parse_worker_event(protocol.pack(msg))

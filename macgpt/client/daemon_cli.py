@@ -7,6 +7,7 @@ tricks, which launchd forbids) and returns once the daemon answers a ping.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -94,7 +95,6 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
         hard_memory: float | None, hang_seconds: float | None, max_crashes: int | None, max_concurrent: int,
         tcp_port: int | None, tcp_host: str, json_logs: bool) -> None:
     """Run the daemon in the foreground (for launchd, systemd and debugging)."""
-    import os
 
     import zmq
 
@@ -104,6 +104,7 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
     from macgpt.supervisor.lock import AlreadyRunning
     from macgpt.supervisor.store import StoreError
 
+    os.umask(0o077)  # the database, logs, job directories and their files: 0700 and 0600
     lay = _layout(ctx)
     if tcp_port is not None and not _loopback(tcp_host):
         click.echo(f"macgptd: refusing to listen on {tcp_host}:{tcp_port}: the control socket accepts every "
@@ -153,8 +154,8 @@ def start(ctx: click.Context, **opts: Any) -> None:
         if value is not None and not (key == "max_concurrent" and value == 1):
             cmd += [f"--{key.replace('_', '-')}", str(value)]
     out_path = lay.log_file.with_name("macgptd.out")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "ab") as out:
+    out_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with os.fdopen(os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     from macgpt.client.connection import Client, DaemonNotRunning
@@ -186,7 +187,6 @@ def start(ctx: click.Context, **opts: Any) -> None:
 @click.pass_context
 def stop(ctx: click.Context, timeout: float) -> None:
     """Stop the daemon: running jobs checkpoint and go back to the queue."""
-    import os
     import signal
 
     from macgpt.client.connection import Client, DaemonNotRunning

@@ -14,6 +14,7 @@ from typing import Any
 from macgpt.config.job import JobSpec
 from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
 from macgpt.data.texts import Corpus, load_corpus
+from macgpt.fsutil import atomic_write_text
 from macgpt.worker import checkpoint
 from macgpt.worker.batches import token_stream
 from macgpt.worker.tokenizer import load_or_train
@@ -45,7 +46,7 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) ->
         note("warning", message=w)
     tok_path = job_dir / "tokenizer.json"
     if state is not None and not tok_path.exists():
-        tok_path.write_text(state["tokenizer_json"], encoding="utf-8")
+        atomic_write_text(tok_path, state["tokenizer_json"])  # never a half-written tokenizer
     tokenizer, origin = load_or_train(
         train_corpus.texts, train_corpus.sha256, spec.model.vocab_size, tok_path, cache_dir
     )

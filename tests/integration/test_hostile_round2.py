@@ -116,3 +116,29 @@ def test_tcp_on_ipv6_loopback_listens_or_fails_with_a_clear_message(home: Path) 
         out = (home / "logs" / "macgptd.out").read_text()
         assert "cannot listen on TCP ::1" in out and "Traceback" not in out, out
 
+
+
+def test_the_home_is_private_whatever_the_umask(home: Path) -> None:
+    """Also: the database, logs, models and tokenizers were created 0644 (readable by every user)."""
+    old = os.umask(0o022)
+    try:
+        r = macgptd("start")
+        assert r.returncode == 0, r.stderr
+        try:
+            sub = subprocess.run([MACGPT, "submit", "tiny", "--steps", "5"], capture_output=True, text=True, timeout=60)
+            assert sub.returncode == 0, sub.stderr
+        finally:
+            macgptd("stop", timeout=90)
+    finally:
+        os.umask(old)
+    assert oct(home.stat().st_mode & 0o777) == "0o700"
+    loose = [str(p) for p in home.rglob("*") if p.stat().st_mode & 0o077]
+    assert not loose, loose
+    from macgpt.fsutil import atomic_write_text
+
+    os.umask(0o022)
+    try:
+        atomic_write_text(home / "t.json", "{}")
+    finally:
+        os.umask(old)
+    assert oct((home / "t.json").stat().st_mode & 0o777) == "0o600"
