@@ -134,7 +134,8 @@ class Client:
         while True:
             r = self.call("history", {"job": job, "after": after, "limit": 5000})
             events.extend(r["events"])
-            if len(r["events"]) < 5000:
+            # a page ends at 5,000 events or half a MiB, whichever comes first; last_seq says if more exist
+            if not r["events"] or r["events"][-1]["seq"] >= r.get("last_seq", 0):
                 return r["state"], events
             after = r["events"][-1]["seq"]
 

@@ -38,6 +38,7 @@ log = get("macgpt.daemon")
 
 SHUTDOWN_GRACE = 30.0
 IDLE_POLL_MS = 500
+CONTROL_SNDHWM = 64  # unread replies kept per client; more are dropped (each at most 1 MiB, history 0.5)
 RUNTIME_BUSY_MS = 200  # once running, a locked database costs the loop at most this per write, then a retry
 
 
@@ -78,6 +79,7 @@ class Daemon:
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.control.setsockopt(zmq.SNDHWM, CONTROL_SNDHWM)  # a client that stops reading pins little
         old_umask = os.umask(0o077)  # the sockets are created 0600
         try:
             for path in ("control.sock", "events.sock", "workers.sock"):

@@ -142,3 +142,44 @@ def test_the_home_is_private_whatever_the_umask(home: Path) -> None:
     finally:
         os.umask(old)
     assert oct((home / "t.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_logs_of_a_long_job_is_paged_and_a_reader_that_stops_reading_pins_little(daemon: Path) -> None:
+    """Item 9: `macgpt logs` failed ("not answering") once a job's history passed the client's 1 MiB
+    reply cap (~50k steps); a client that stopped reading pinned up to 1,000 replies in the daemon."""
+    import sqlite3
+
+    import psutil
+
+    sub = subprocess.run([MACGPT, "submit", "tiny", "--steps", "5"], capture_output=True, text=True, timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    assert subprocess.run([MACGPT, "pause", "1"], capture_output=True, timeout=30).returncode == 0
+    db = sqlite3.connect(daemon / "macgpt.sqlite3", timeout=30)
+    first = db.execute("SELECT MAX(seq) FROM events WHERE job = 1").fetchone()[0]
+    data = json.dumps({"step": 1, "loss": 5.123456, "avg_loss": 5.2, "lr": 0.001, "tokens_per_s": 12345.6,
+                       "steps_per_s": 3.2, "threads": 2, "batch_size": 8, "micro_batch": 8, "rss": 123456789})
+    with db:
+        db.executemany("INSERT INTO events (job, seq, t, kind, data) VALUES (1, ?, 0, 'metrics', ?)",
+                       [(first + i, data) for i in range(1, 60_001)])
+    db.close()
+    logs = subprocess.run([MACGPT, "logs", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert logs.returncode == 0, logs.stderr[-500:]
+    seqs = [json.loads(line)["seq"] for line in logs.stdout.splitlines()]
+    assert seqs == list(range(1, first + 60_001))
+
+    pid = json.loads(macgptd("status", "--json").stdout)["pid"]
+    rss0 = psutil.Process(pid).memory_info().rss
+    slow = zmq.Context.instance().socket(zmq.DEALER)
+    slow.setsockopt(zmq.LINGER, 0)
+    slow.setsockopt(zmq.RCVHWM, 1)
+    slow.setsockopt(zmq.RCVBUF, 4096)
+    slow.connect(layout(str(daemon)).control)
+    for i in range(300):  # half a MiB each, never read
+        slow.send(protocol.make_request(i, "history", {"job": 1, "after": 0, "limit": 5000}))
+    c = Client(layout(str(daemon)))
+    c.call("status")  # the daemon keeps answering others meanwhile
+    grown = (psutil.Process(pid).memory_info().rss - rss0) / 2**20
+    c.close()
+    slow.close(0)
+    print(f"slow reader, 300 unread half-MiB replies: daemon RSS +{grown:.1f} MB")
+    assert grown < 64, f"daemon RSS grew {grown:.0f} MB for one reader that stopped reading"
