@@ -77,6 +77,27 @@ def _loopback(host: str) -> bool:
         return False
 
 
+FD_WANTED = 65536  # each client connection and `logs -f` follower holds a descriptor
+
+
+def raise_fd_limit(wanted: int = FD_WANTED) -> int:
+    """Raise the soft descriptor limit towards the hard one (256 by default on macOS): out of
+    descriptors, libzmq aborts the whole daemon in its listener. Returns the soft limit now."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    for value in (target, 10240):  # macOS refuses more than OPEN_MAX (10240) whatever the hard limit
+        if value <= soft:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
+            return value
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
 def saved_limits(lay: Layout) -> Limits:
     path = lay.home / "limits.json"
     if path.exists():
@@ -105,6 +126,7 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
     from macgpt.supervisor.store import StoreError
 
     os.umask(0o077)  # the database, logs, job directories and their files: 0700 and 0600
+    fd_limit = raise_fd_limit()
     lay = _layout(ctx)
     if tcp_port is not None and not _loopback(tcp_host):
         click.echo(f"macgptd: refusing to listen on {tcp_host}:{tcp_port}: the control socket accepts every "
@@ -113,6 +135,7 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
                    f"from another machine, an SSH tunnel: ssh -L {tcp_port}:127.0.0.1:{tcp_port} THIS-HOST", err=True)
         sys.exit(Exit.USAGE)
     log.setup(lay.log_file, console=True, json_console=json_logs)
+    log.get().info("fd_limit", soft=fd_limit)
     try:
         limits = saved_limits(lay).updated({"max_cpu": max_cpu, "max_memory": max_memory, "on_battery": on_battery,
                                             "hard_memory": hard_memory, "hang_seconds": hang_seconds,

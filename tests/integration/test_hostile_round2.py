@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +184,54 @@ def test_logs_of_a_long_job_is_paged_and_a_reader_that_stops_reading_pins_little
     slow.close(0)
     print(f"slow reader, 300 unread half-MiB replies: daemon RSS +{grown:.1f} MB")
     assert grown < 64, f"daemon RSS grew {grown:.0f} MB for one reader that stopped reading"
+
+
+def test_many_idle_connections_and_1000_opened_and_dropped_leave_the_daemon_serving(home: Path) -> None:
+    """Item 4: under a descriptor limit of 256 (macOS's default), 306 idle connections made libzmq
+    abort the daemon ("Too many open files"). The daemon raises its soft limit at start."""
+    import resource
+    import statistics
+
+    import psutil
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))  # room for this test's own sockets
+    try:
+        r = subprocess.run([MACGPTD, "start"], capture_output=True, text=True, timeout=60,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+        assert r.returncode == 0, r.stderr
+        pid = json.loads(macgptd("status", "--json").stdout)["pid"]
+        assert psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[0] > 1000
+        lay = layout(str(home))
+        ctx = zmq.Context.instance()
+        idle = []
+        for _ in range(400):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(lay.control)
+            s.send(protocol.make_request(1, "ping"))
+            idle.append(s)
+        assert all(s.poll(30000) for s in idle[-5:])
+        c = Client(lay)
+        latencies = []
+        for i in range(1000):  # opened, a request sent, dropped without reading the answer
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(lay.control)
+            s.send(protocol.make_request(i, "status"))
+            s.close(0)
+            if i % 10 == 0:
+                t = time.perf_counter()
+                c.call("status")
+                latencies.append(time.perf_counter() - t)
+        for s in idle:
+            s.close(0)
+        p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+        print(f"400 idle + 1000 dropped connections: status median {statistics.median(latencies) * 1000:.2f} ms,"
+              f" p99 {p99:.2f} ms; daemon fds {psutil.Process(pid).num_fds()}")
+        assert c.call("ping")["pong"] is True
+        c.close()
+        assert psutil.Process(pid).is_running()
+    finally:
+        macgptd("stop", timeout=90)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
