@@ -235,3 +235,31 @@ def test_many_idle_connections_and_1000_opened_and_dropped_leave_the_daemon_serv
     finally:
         macgptd("stop", timeout=90)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_two_train_runs_on_one_directory_the_second_is_refused_before_fresh_deletes(home: Path) -> None:
+    """Also: nothing stopped two `macgpt train` runs on one --out directory, and --fresh deleted the
+    first one's files under it."""
+    import signal
+
+    from macgpt.supervisor.lock import holder
+
+    out = home / "runs" / "shared"
+    args = [MACGPT, "train", "tiny", "--steps", "100000", "--set", "vocab_size=500", "--out", str(out)]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_with_home(home))
+    try:
+        deadline = time.monotonic() + 60
+        while holder(out / ".macgpt-train.lock") is None or not (out / "events.jsonl").exists():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = subprocess.run([*args, "--fresh"], capture_output=True, text=True, timeout=60, env=env_with_home(home))
+        assert second.returncode == 1 and "another `macgpt train` is using this directory" in second.stderr
+        assert f"pid {first.pid}" in second.stderr
+        assert (out / "events.jsonl").exists()  # --fresh deleted nothing of the running one
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGINT)
+        try:
+            first.wait(60)
+        except subprocess.TimeoutExpired:
+            first.kill()
