@@ -6,13 +6,16 @@ supervisor can."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 import struct
 from pathlib import Path
 
 MAGIC = b"MGPTCKP1"
 FOOTER = struct.Struct("<8s32sQ")
 NAME_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")  # the rolling checkpoints: ckpt-<step>.pt
+MAX_FILE_BYTES = 16 * 2**30  # far above any model a laptop trains; a bigger "checkpoint" is refused unread
 
 
 class CheckpointError(Exception):
@@ -38,15 +41,35 @@ def verified_payload(data: bytes, where: str = "checkpoint") -> memoryview:
     return payload
 
 
-def read(path: Path) -> bytes:
+def read(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The whole file, if it is a regular file of at most ``limit`` bytes. A FIFO, device or socket
+    is refused without reading (opened non-blocking, so a FIFO with no writer cannot wedge us)."""
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{path}: not a regular file (a pipe, device or socket), refused unread")
+        if st.st_size > limit:
+            raise CheckpointError(f"{path}: {st.st_size} bytes, over the {limit}-byte limit for a checkpoint")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(st.st_size + 1)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(data) > st.st_size:
+        raise CheckpointError(f"{path}: grew while being read; refused")
+    return data
 
 
 def verify_file(path: Path) -> None:

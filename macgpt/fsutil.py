@@ -1,7 +1,7 @@
 """Crash-safe file writes: temp file, fsync, rename, fsync of the directory.
 
 After a crash, a kill -9 or a full disk, a path written through here holds either its old
-content or its new content, never a mix.
+content or its new content, never a mix. Files are created 0600: models and data are private.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, durable: bool = Tru
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(data)
             f.flush()
             if durable:

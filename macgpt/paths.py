@@ -1,8 +1,11 @@
-"""Where things live: the home (database, jobs, logs) and the private runtime directory (sockets).
+"""Where things live: the home (database, jobs, logs, the one-per-home lock) and the private
+runtime directory (sockets).
 
 Home: ``--home``, else ``$MACGPT_HOME``, else the platform's user data directory. The runtime
-directory holds the daemon's sockets and lock; it is short (Unix socket paths are limited to
-about 104 bytes), private (mode 0700) and derived from the home, so each home has its own daemon.
+directory holds the daemon's sockets; it is short (Unix socket paths are limited to about 104
+bytes), private (mode 0700) and derived from the home. The lock is in the home itself and names
+the runtime directory of the daemon holding it, so a shell whose environment gives another
+runtime directory finds that daemon and cannot start a second one on the same queue.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ class Layout:
 
     @property
     def lock(self) -> Path:
-        return self.runtime / "daemon.lock"
+        # In the home, next to the database: two shells with different runtime dirs share one lock.
+        return self.home / "daemon.lock"
 
     @property
     def pid_file(self) -> Path:
@@ -113,6 +117,9 @@ def layout(home: str | os.PathLike[str] | None = None, create: bool = True) -> L
             f"{SOCKET_PATH_MAX}-byte limit of Unix sockets; set MACGPT_RUNTIME_DIR to a shorter directory"
         )
     if create:
-        h.mkdir(parents=True, exist_ok=True)
+        h.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = h.stat()
+        if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(h, 0o700)  # the home holds the queue, models and keys: private
         ensure_private_dir(lay.runtime)
     return lay

@@ -117,6 +117,7 @@ class Arg:
     hi: float | None = None
     max_len: int = 4096  # strings and lists
     items: type | None = None  # element type of a list
+    zero_or_at_least: float | None = None  # e.g. a temperature: 0 (greedy) or >= 0.01, never 1e-300
 
     def check(self, cmd: str, name: str, value: Any) -> Any:
         where = f"{cmd}: argument {name!r}"
@@ -132,6 +133,8 @@ class Arg:
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
         if numeric and ((self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi)):
             raise ProtocolError(ErrorCode.INVALID, f"{where}={value} is out of range [{self.lo}, {self.hi}]")
+        if numeric and self.zero_or_at_least is not None and 0 < value < self.zero_or_at_least:
+            raise ProtocolError(ErrorCode.INVALID, f"{where}={value} must be 0 or at least {self.zero_or_at_least}")
         if isinstance(value, str | list) and len(value) > self.max_len:
             raise ProtocolError(ErrorCode.INVALID, f"{where} is too long ({len(value)} > {self.max_len})")
         if isinstance(value, list) and self.items is not None:
@@ -172,7 +175,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "job": OPT_JOB,
         "prompt": Arg(str, required=True, max_len=MAX_STRING),
         "max_new_tokens": Arg(int, lo=1, hi=4096),
-        "temperature": Arg(float, lo=0.0, hi=10.0),
+        "temperature": Arg(float, lo=0.0, hi=10.0, zero_or_at_least=0.01),
         "top_k": Arg(int, lo=0, hi=1_000_000),
         "top_p": Arg(float, lo=0.0, hi=1.0),
         "repetition_penalty": Arg(float, lo=0.5, hi=10.0),
@@ -270,7 +273,30 @@ def parse_worker_event(data: bytes) -> dict[str, Any]:
     msg = unpack(data)
     if not isinstance(msg, dict) or msg.get("kind") not in WORKER_EVENTS:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "not a worker event")
+    check_worker_fields(msg)
     return msg
+
+
+_NUMBER = (int, float)
+# The fields the supervisor reads from each worker event; a message without them (say, from a worker
+# of another version) is refused at the channel, never a KeyError in the daemon's loop.
+WORKER_EVENT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "started": {"step": int, "max_steps": int, "threads": int, "batch_size": int, "micro_batch": int},
+    "metrics": {"step": int, "loss": _NUMBER},
+    "eval": {"loss": _NUMBER},
+    "checkpoint": {"step": int, "path": str},
+}
+
+
+def check_worker_fields(msg: dict[str, Any]) -> None:
+    kind = msg.get("kind")
+    if "job" in msg and (not isinstance(msg["job"], int) or isinstance(msg["job"], bool)):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"worker event {kind!r}: 'job' must be an integer")
+    for name, kinds in WORKER_EVENT_FIELDS.get(str(kind), {}).items():
+        value = msg.get(name)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE,
+                                f"worker event {kind!r}: field {name!r} missing or not {kinds}, got {value!r:.40}")
 
 
 def parse_worker_command(data: bytes) -> dict[str, Any]:

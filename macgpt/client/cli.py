@@ -13,7 +13,7 @@ import click
 
 from macgpt import __version__
 from macgpt.client.exitcodes import Exit
-from macgpt.client.options import check_data, job_options, spec_from_options
+from macgpt.client.options import SampleArg, check_data, job_options, spec_from_options
 from macgpt.errors import ConfigError, DataError
 from macgpt.paths import PathError, layout
 
@@ -79,11 +79,11 @@ def sample_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("-n", "--tokens", "max_new_tokens", type=click.IntRange(1, 4096), default=64,
                      show_default=True, help="new tokens at most"),
-        click.option("--temperature", type=click.FloatRange(0, 10), default=0.8, show_default=True,
+        click.option("--temperature", type=SampleArg("temperature", float), default=0.8, show_default=True,
                      help="0: always the most likely token"),
-        click.option("--top-k", type=click.IntRange(0), default=50, show_default=True, help="0: off"),
-        click.option("--top-p", type=click.FloatRange(0, 1), default=0.95, show_default=True),
-        click.option("--repetition-penalty", type=click.FloatRange(0.5, 10), default=1.1, show_default=True),
+        click.option("--top-k", type=SampleArg("top_k", int), default=50, show_default=True, help="0: off"),
+        click.option("--top-p", type=SampleArg("top_p", float), default=0.95, show_default=True),
+        click.option("--repetition-penalty", type=SampleArg("repetition_penalty", float), default=1.1, show_default=True),
         click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True),
     ]
     for opt in reversed(opts):

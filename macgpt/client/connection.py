@@ -3,6 +3,7 @@ replies, and following a job's events with no gap and no duplicate."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import zmq
 from macgpt import protocol
 from macgpt.paths import Layout
 from macgpt.protocol import FINISHED
-from macgpt.supervisor.lock import holder
+from macgpt.supervisor.lock import holder, read_runtime
 
 
 class DaemonNotRunning(Exception):
@@ -39,14 +40,26 @@ class Client:
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-"
 
+    def _find_daemon(self) -> None:
+        """Raise unless a daemon holds the home's lock; use the runtime directory it listens in."""
+        if holder(self.lay.lock) is None:
+            raise DaemonNotRunning(self.lay)
+        runtime = read_runtime(self.lay.lock)
+        if runtime is not None and runtime != self.lay.runtime:
+            self.lay = dataclasses.replace(self.lay, runtime=runtime)
+
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
-            if holder(self.lay.lock) is None:
-                raise DaemonNotRunning(self.lay)
+            tcp = os.environ.get("MACGPT_TCP")  # HOST:PORT of a daemon's CURVE TCP listener
+            if not tcp:
+                self._find_daemon()
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
-            sock.connect(self.lay.control)
+            if tcp:
+                _curve_connect(sock, self.lay, tcp)
+            else:
+                sock.connect(self.lay.control)
             self._sock = sock
         return self._sock
 
@@ -85,6 +98,7 @@ class Client:
         """Every event of ``job`` after ``from_seq`` in order, history first, then live, until the
         job finishes. Subscribes before reading history; a gap in the live stream (or silence)
         is filled from history, and an event already seen is skipped."""
+        self._find_daemon()
         sub = self.ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 100_000)
@@ -120,6 +134,27 @@ class Client:
         while True:
             r = self.call("history", {"job": job, "after": after, "limit": 5000})
             events.extend(r["events"])
-            if len(r["events"]) < 5000:
+            # a page ends at 5,000 events or half a MiB, whichever comes first; last_seq says if more exist
+            if not r["events"] or r["events"][-1]["seq"] >= r.get("last_seq", 0):
                 return r["state"], events
             after = r["events"][-1]["seq"]
+
+
+def _curve_connect(sock: zmq.Socket, lay: Layout, host_port: str) -> None:
+    """Connect over TCP, authenticating with the client keys in the home (``HOME/keys``)."""
+    from macgpt.curvekeys import CurveKeyError, client
+    from macgpt.supervisor.tcpauth import is_v6, tcp_endpoint
+
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise DaemonNotRunning(lay, f" at MACGPT_TCP={host_port!r} (expected HOST:PORT)")
+    try:
+        keys = client(lay.home)
+    except CurveKeyError as e:
+        raise DaemonNotRunning(lay, f" over TCP: no usable client key ({e})") from None
+    sock.setsockopt(zmq.CURVE_SERVERKEY, keys.server_public)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+    host = host.strip("[]")
+    sock.setsockopt(zmq.IPV6, int(is_v6(host)))
+    sock.connect(tcp_endpoint(host, int(port)))

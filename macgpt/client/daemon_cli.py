@@ -7,6 +7,7 @@ tricks, which launchd forbids) and returns once the daemon answers a ping.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -76,6 +77,27 @@ def _loopback(host: str) -> bool:
         return False
 
 
+FD_WANTED = 65536  # each client connection and `logs -f` follower holds a descriptor
+
+
+def raise_fd_limit(wanted: int = FD_WANTED) -> int:
+    """Raise the soft descriptor limit towards the hard one (256 by default on macOS): out of
+    descriptors, libzmq aborts the whole daemon in its listener. Returns the soft limit now."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    for value in (target, 10240):  # macOS refuses more than OPEN_MAX (10240) whatever the hard limit
+        if value <= soft:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
+            return value
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
 def saved_limits(lay: Layout) -> Limits:
     path = lay.home / "limits.json"
     if path.exists():
@@ -94,21 +116,26 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
         hard_memory: float | None, hang_seconds: float | None, max_crashes: int | None, max_concurrent: int,
         tcp_port: int | None, tcp_host: str, json_logs: bool) -> None:
     """Run the daemon in the foreground (for launchd, systemd and debugging)."""
-    import os
+
+    import zmq
 
     from macgpt import log
+    from macgpt.curvekeys import CurveKeyError
     from macgpt.supervisor.daemon import Daemon
     from macgpt.supervisor.lock import AlreadyRunning
     from macgpt.supervisor.store import StoreError
 
+    os.umask(0o077)  # the database, logs, job directories and their files: 0700 and 0600
+    fd_limit = raise_fd_limit()
     lay = _layout(ctx)
     if tcp_port is not None and not _loopback(tcp_host):
         click.echo(f"macgptd: refusing to listen on {tcp_host}:{tcp_port}: the control socket accepts every "
-                   "command (submit, cancel, shutdown) and only loopback is safe without authentication and "
-                   "encryption (ZeroMQ CURVE keys, which macgpt does not set up). Use --tcp-host 127.0.0.1 and, "
+                   "command (submit, cancel, shutdown); TCP is authenticated and encrypted with ZeroMQ CURVE "
+                   "(keys in HOME/keys) and still only loopback is safe to expose. Use --tcp-host 127.0.0.1 and, "
                    f"from another machine, an SSH tunnel: ssh -L {tcp_port}:127.0.0.1:{tcp_port} THIS-HOST", err=True)
         sys.exit(Exit.USAGE)
     log.setup(lay.log_file, console=True, json_console=json_logs)
+    log.get().info("fd_limit", soft=fd_limit)
     try:
         limits = saved_limits(lay).updated({"max_cpu": max_cpu, "max_memory": max_memory, "on_battery": on_battery,
                                             "hard_memory": hard_memory, "hang_seconds": hang_seconds,
@@ -128,6 +155,10 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
         log.get().error("database_unusable", error=str(e))
         click.echo(f"macgptd: {e}", err=True)
         sys.exit(Exit.FAILURE)
+    except (zmq.ZMQError, CurveKeyError) as e:
+        log.get().error("cannot_listen", error=str(e), tcp=f"{tcp_host}:{tcp_port}" if tcp_port else None)
+        click.echo(f"macgptd: cannot listen{f' on TCP {tcp_host}:{tcp_port}' if tcp_port else ''}: {e}", err=True)
+        sys.exit(Exit.FAILURE)
     daemon.serve()
 
 
@@ -146,8 +177,8 @@ def start(ctx: click.Context, **opts: Any) -> None:
         if value is not None and not (key == "max_concurrent" and value == 1):
             cmd += [f"--{key.replace('_', '-')}", str(value)]
     out_path = lay.log_file.with_name("macgptd.out")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "ab") as out:
+    out_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with os.fdopen(os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     from macgpt.client.connection import Client, DaemonNotRunning
@@ -179,7 +210,6 @@ def start(ctx: click.Context, **opts: Any) -> None:
 @click.pass_context
 def stop(ctx: click.Context, timeout: float) -> None:
     """Stop the daemon: running jobs checkpoint and go back to the queue."""
-    import os
     import signal
 
     from macgpt.client.connection import Client, DaemonNotRunning

@@ -25,13 +25,21 @@ RUN_FILES = ("ckpt-*.pt", "ckpt-*.pt.damaged", "final_model.pt", "tokenizer.json
 
 def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bool) -> int:
     from macgpt.supervisor import foreground
+    from macgpt.supervisor.lock import AlreadyRunning, DaemonLock
 
     job_dir = (out or lay.home / "runs" / spec.name).expanduser().resolve()
-    if fresh and job_dir.exists():
+    job_dir.mkdir(parents=True, exist_ok=True)
+    run_lock = DaemonLock(job_dir / ".macgpt-train.lock")  # one run per directory, before --fresh deletes
+    try:
+        run_lock.acquire()
+    except AlreadyRunning as e:
+        click.echo(f"error: {job_dir}: another `macgpt train` is using this directory ({e}); wait for it, "
+                   "or choose another --out", err=True)
+        return Exit.FAILURE
+    if fresh:
         for pattern in RUN_FILES:
             for p in job_dir.glob(pattern):
                 p.unlink()
-    job_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     events = open(job_dir / "events.jsonl", "a", encoding="utf-8")
     if not as_json:

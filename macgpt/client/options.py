@@ -111,3 +111,24 @@ def _progress_line() -> Callable[[int, int], None] | None:
                        nl=False, err=True)
 
     return show
+
+
+class SampleArg(click.ParamType):
+    """A ``sample`` option checked by the control protocol's own rule for it (finite, in range,
+    a temperature 0 or at least 0.01), so the CLI and the daemon refuse the same values."""
+
+    def __init__(self, name: str, kind: type) -> None:
+        self.name = name
+        self.kind = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from macgpt import protocol
+
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a valid {self.kind.__name__}", param, ctx)
+        try:
+            return protocol.COMMANDS["sample"][self.name].check("sample", self.name, number)
+        except protocol.ProtocolError as e:
+            self.fail(e.message.removeprefix("sample: "), param, ctx)

@@ -30,13 +30,16 @@ from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.governance import Governance, queue_reason, same_wait
 from macgpt.supervisor.lock import DaemonLock
 from macgpt.supervisor.runner import JobRunner
-from macgpt.supervisor.store import JobStore, TransitionError
+from macgpt.supervisor.store import JobStore, StoreError, TransitionError
+from macgpt.supervisor.tcpauth import TcpAuth
 from macgpt.supervisor.workers import FrozenRegistry
 
 log = get("macgpt.daemon")
 
 SHUTDOWN_GRACE = 30.0
 IDLE_POLL_MS = 500
+CONTROL_SNDHWM = 64  # unread replies kept per client; more are dropped (each at most 1 MiB, history 0.5)
+RUNTIME_BUSY_MS = 200  # once running, a locked database costs the loop at most this per write, then a retry
 
 
 class Daemon:
@@ -47,20 +50,22 @@ class Daemon:
         self.max_concurrent = max_concurrent
         self.tcp = tcp  # (loopback host, port), checked by the CLI
         self.worker_argv = worker_argv
-        self.lock = DaemonLock(lay.lock)
+        self.lock = DaemonLock(lay.lock, lay.runtime)
         self.started = time.time()
         self.stopping = False
         self.runners: dict[int, JobRunner] = {}
         self.restart_at: dict[int, float] = {}
         self.requests_served = 0
         self.bad_requests = 0
+        self.db_errors = 0
+        self.pending_transitions: list[tuple[int, JobState, str | None, dict[str, Any]]] = []
 
     # -- setup ----------------------------------------------------------------------------------
     def _backup(self) -> None:
         """A copy of the checked queue to restore from if the database is ever damaged."""
         try:
             self.store.backup()
-        except (OSError, sqlite3.Error) as e:
+        except (OSError, sqlite3.Error, StoreError) as e:
             log.warning("database_backup_failed", path=str(self.store.backup_path), error=str(e))
 
     def open(self) -> None:
@@ -74,13 +79,13 @@ class Daemon:
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.control.setsockopt(zmq.SNDHWM, CONTROL_SNDHWM)  # a client that stops reading pins little
         old_umask = os.umask(0o077)  # the sockets are created 0600
         try:
             for path in ("control.sock", "events.sock", "workers.sock"):
                 (self.lay.runtime / path).unlink(missing_ok=True)
             self.control.bind(self.lay.control)
-            if self.tcp:
-                self.control.bind(f"tcp://{self.tcp[0]}:{self.tcp[1]}")
+            self.tcp_auth = TcpAuth(self.ctx, self.control, self.lay.home, *self.tcp) if self.tcp else None
             self.pub = self.ctx.socket(zmq.PUB)
             self.pub.setsockopt(zmq.LINGER, 0)
             self.pub.setsockopt(zmq.SNDHWM, 100_000)
@@ -98,6 +103,7 @@ class Daemon:
         self.frozen.guard()
         self.governance = Governance(self.limits, self._governor_event)
         self._recover_jobs()
+        self.store.set_busy_timeout(RUNTIME_BUSY_MS)
         log.info("daemon_started", pid=os.getpid(), home=str(self.lay.home), socket=self.lay.control,
                  limits=self.limits.to_dict(), max_concurrent=self.max_concurrent)
 
@@ -123,17 +129,25 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.channel.sock, zmq.POLLIN)
+        if self.tcp_auth:
+            poller.register(self.tcp_auth.sock, zmq.POLLIN)
         try:
             while not self.stopping:
                 timeout = self.governance.wait_ms() if self.runners or self.restart_at else IDLE_POLL_MS
                 ready = dict(poller.poll(timeout))
-                if self.control in ready:
-                    self._serve_control()
-                if self.channel.sock in ready:
-                    self._serve_workers()
-                self._supervise()
-                self._schedule()
-                self.bus.flush()
+                try:
+                    self._retry_transitions()
+                    if self.control in ready:
+                        self._serve_control()
+                    if self.channel.sock in ready:
+                        self._serve_workers()
+                    if self.tcp_auth and self.tcp_auth.sock in ready:
+                        self.tcp_auth.handle()
+                    self._supervise()
+                    self._schedule()
+                    self.bus.flush()
+                except sqlite3.Error as e:  # the workers go on; what was not written is retried next turn
+                    self._db_error("loop", e)
         finally:
             self._shutdown(poller)
 
@@ -168,6 +182,11 @@ class Daemon:
                 log.warning("bad_request", code=str(e.code), message=e.message[:200], count=self.bad_requests)
             self._send(identity, frames[1:-1] if len(frames) == 3 else [],
                        protocol.reply_error(req_id if isinstance(req_id, int | str) else None, e.code, e.message))
+        except sqlite3.Error as e:
+            self._db_error("request", e)
+            self._send(identity, frames[1:-1] if len(frames) == 3 else [],
+                       protocol.reply_error(req_id if isinstance(req_id, int | str) else None, ErrorCode.UNAVAILABLE,
+                                            f"the database is busy or failing ({e}); try again"))
         except Exception as e:  # a handler bug must not take the daemon down
             log.exception("handler_failed")
             self._send(identity, frames[1:-1] if len(frames) == 3 else [],
@@ -215,7 +234,8 @@ class Daemon:
         decision = self.governance.after_exit(runner, ended)
         if decision.kind == "restart":
             self.restart_at[job_id] = time.monotonic() + decision.delay
-            self.store.update(job_id, restarts=(self.store.get(job_id) or {}).get("restarts", 0) + 1)
+            with contextlib.suppress(sqlite3.Error):  # a counter; never worth losing the restart over
+                self.store.update(job_id, restarts=(self.store.get(job_id) or {}).get("restarts", 0) + 1)
             why = "after a crash" if ended == "crashed" else f"({(reason or '').removeprefix('governor:')})"
             self._transition(job_id, JobState.STARTING, f"restarting in {decision.delay:.0f}s {why}")
             return
@@ -249,6 +269,8 @@ class Daemon:
         for job_id in list(self.governance.evicted):
             if self.governance.memory_back(job_id):
                 job = self.store.get(job_id) or {}
+                if job.get("state") != JobState.PAUSED:
+                    continue  # cancelled (or otherwise moved on) while it waited: cancel is final
                 self._transition(job_id, JobState.QUEUED, "memory is back", queue_order=job.get("queue_order", 0) - 1e9)
         active, position = len(self.runners), 0
         for job in self.store.queued():
@@ -279,18 +301,49 @@ class Daemon:
                          **({} if restart else {"started": time.time()}))
         runner.start()
 
+    def _db_error(self, where: str, e: sqlite3.Error) -> None:
+        self.db_errors += 1
+        if self.db_errors <= 20 or self.db_errors % 100 == 0:
+            log.error("database_error", where=where, error=str(e), count=self.db_errors,
+                      pending_transitions=len(self.pending_transitions))
+
+    def _retry_transitions(self) -> None:
+        """Write, in order, the state changes a database error held back."""
+        while self.pending_transitions:
+            job_id, state, reason, fields = self.pending_transitions[0]
+            try:
+                self.store.transition(job_id, state, reason, **fields)
+            except TransitionError as e:
+                log.error("transition_refused", job=job_id, error=str(e))
+            except sqlite3.Error as e:
+                self._db_error("retry", e)
+                return
+            self.pending_transitions.pop(0)
+
     def _transition(self, job_id: int, state: JobState, reason: str | None, **fields: Any) -> bool:
         try:
+            if self.pending_transitions:
+                raise sqlite3.OperationalError("earlier state changes are still waiting for the database")
             self.store.transition(job_id, state, reason, **fields)
         except TransitionError as e:
             log.error("transition_refused", job=job_id, error=str(e))
             return False
+        except sqlite3.Error as e:  # locked or failing: kept, in order, and written when it works again
+            self.pending_transitions.append((job_id, state, reason, fields))
+            self._db_error("transition", e)
         self.bus.emit(job_id, "state", {"state": str(state), "reason": reason})
         log.info("job_state", job=job_id, state=str(state), reason=reason)
         return True
 
     def _job_event(self, job_id: int, kind: str, data: dict[str, Any]) -> None:
         """An event from a job's worker (or about it): store progress, publish, persist."""
+        try:
+            self._store_progress(job_id, kind, data)
+        except sqlite3.Error as e:  # progress fields are refreshed by later events; the event itself is kept
+            self._db_error(kind, e)
+        self.bus.emit(job_id, kind, data)
+
+    def _store_progress(self, job_id: int, kind: str, data: dict[str, Any]) -> None:
         if kind == "started":
             job = self.store.get(job_id)
             if job and job["state"] == JobState.STARTING:
@@ -308,7 +361,6 @@ class Daemon:
         elif kind == "warning":
             self.store.update(job_id, warning=str(data.get("message"))[:2000])
             log.warning("worker_warning", job=job_id, message=data.get("message"))
-        self.bus.emit(job_id, kind, data)
 
     def _governor_event(self, kind: str, data: dict[str, Any]) -> None:
         job = data.get("job")
@@ -340,6 +392,8 @@ class Daemon:
         self.governance.close()
         for sock in (self.control, self.pub, self.channel.sock):
             sock.close(0)
+        if self.tcp_auth:
+            self.tcp_auth.close()
         for path in ("control.sock", "events.sock", "workers.sock"):
             (self.lay.runtime / path).unlink(missing_ok=True)
         self._backup()

@@ -168,7 +168,21 @@ def history(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any
     job = _job(daemon, args["job"])
     daemon.bus.flush()
     events = daemon.store.history(job["id"], args.get("after", 0), args.get("limit", 1000))
-    return {"events": events, "state": job["state"], "last_seq": daemon.store.last_seq(job["id"])}
+    return {"events": fit_reply(events), "state": job["state"], "last_seq": daemon.store.last_seq(job["id"])}
+
+
+REPLY_BUDGET = protocol.MAX_MESSAGE_BYTES // 2  # a page of history always fits the client's 1 MiB cap
+
+
+def fit_reply(events: list[dict[str, Any]], budget: int = REPLY_BUDGET) -> list[dict[str, Any]]:
+    """The longest prefix of ``events`` whose packed size fits ``budget`` (at least one event); the
+    client asks again from the last one it got (the reply's ``last_seq`` says whether more exist)."""
+    used = 0
+    for i, event in enumerate(events):
+        used += len(protocol.pack(event))
+        if used > budget and i > 0:
+            return events[:i]
+    return events
 
 
 @handler("pause")
@@ -215,7 +229,7 @@ def cancel(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
             runner.stop("cancel")
             return {"job": job["id"], "state": "cancelling"}
         daemon.runners.pop(job["id"], None)
-        daemon.governance.forget(job["id"])  # it was between two workers
+    daemon.governance.forget(job["id"])  # between two workers, or evicted for memory: never comes back
     daemon._transition(job["id"], JobState.CANCELLED, "user")
     return {"job": job["id"], "state": "cancelled"}
 

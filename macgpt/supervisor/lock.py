@@ -1,4 +1,5 @@
-"""One daemon per home: an exclusive ``flock`` on the runtime directory's lock file, holding the pid.
+"""One daemon per home: an exclusive ``flock`` on the home's lock file, holding the pid and the
+daemon's runtime directory (where its sockets are).
 
 The kernel drops the lock when the process dies, so a crashed daemon never blocks the next one.
 """
@@ -19,14 +20,24 @@ class AlreadyRunning(Exception):
 
 def read_pid(path: Path) -> int | None:
     try:
-        return int(path.read_text().strip() or 0) or None
+        return int((path.read_text().split("\n", 1)[0]).strip() or 0) or None
     except (OSError, ValueError):
         return None
 
 
+def read_runtime(path: Path) -> Path | None:
+    """The runtime directory the daemon holding ``path`` listens in (second line), if recorded."""
+    try:
+        lines = path.read_text().split("\n")
+    except OSError:
+        return None
+    return Path(lines[1]) if len(lines) > 1 and lines[1].strip() else None
+
+
 class DaemonLock:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, runtime: Path | None = None) -> None:
         self.path = path
+        self.runtime = runtime
         self.fd: int | None = None
 
     def acquire(self) -> None:
@@ -42,7 +53,7 @@ class DaemonLock:
                     raise AlreadyRunning(pid) from None
                 time.sleep(0.02)
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()}\n{self.runtime or ''}\n".encode())
         os.fsync(fd)
         self.fd = fd
 

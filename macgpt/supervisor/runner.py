@@ -177,6 +177,8 @@ class JobRunner:
             return
         if kind == "hello":
             live.connected = True
+            if self.user_paused:  # paused while it was starting: the pause could not be sent then
+                self.request("pause", {"reason": "user"})
         step = msg.get("step")
         if isinstance(step, int) and step > live.step:
             live.step = step

@@ -7,6 +7,7 @@ transition table in ``protocol``; a refused transition raises ``TransitionError`
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -103,14 +104,31 @@ class JobStore:
         return self.path.with_name(self.path.name + ".bak")
 
     def backup(self) -> Path:
-        """A consistent copy of the checked database beside it (replaced atomically), for recovery."""
+        """A consistent copy of the database beside it, replacing the previous copy only once both
+        the live database and the copy pass an integrity check: damage that appears during a run
+        is never copied over the last good backup (``StoreError`` says so; the old copy stays)."""
+        try:
+            live = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            live = str(e)
+        if live != "ok":
+            raise StoreError(f"{self.path}: integrity check failed ({live}); kept the last good copy "
+                             f"{self.backup_path}")
         tmp = self.path.with_name(f".{self.path.name}.bak.tmp")
         tmp.unlink(missing_ok=True)
         with sqlite3.connect(tmp) as copy:
             self.db.backup(copy)
+            check = copy.execute("PRAGMA integrity_check").fetchone()[0]
         copy.close()
+        if check != "ok":
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"{tmp}: the new copy fails its integrity check ({check}); kept {self.backup_path}")
+        os.chmod(tmp, 0o600)
         tmp.replace(self.backup_path)
         return self.backup_path
+
+    def set_busy_timeout(self, ms: int) -> None:
+        self.db.execute(f"PRAGMA busy_timeout={int(ms)}")
 
     def _version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])

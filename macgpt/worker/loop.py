@@ -187,7 +187,7 @@ class TrainingLoop:
             rid = msg.get("rid")
             try:
                 result = self._command(msg.get("cmd", ""), msg.get("args") or {}, rid)
-            except (ValueError, PromptError) as e:
+            except (ValueError, PromptError, TypeError, KeyError) as e:  # a bad command, never a dead worker
                 self.link.send("reply", rid=rid, ok=False, error=str(e))
             else:
                 self.link.send("reply", rid=rid, ok=True, result=result)
@@ -215,10 +215,15 @@ class TrainingLoop:
             return t.evaluate(progress=self._progress("eval", "batches")) or {}
         if cmd == "sample":
             params = SampleParams(**{k: v for k, v in args.items() if k != "prompt"})
-            result = t.sample(
-                str(args["prompt"]), params,
-                on_text=lambda piece: self.link.send("sample_chunk", rid=rid, text=piece),
-            )
+            try:
+                result = t.sample(
+                    str(args["prompt"]), params,
+                    on_text=lambda piece: self.link.send("sample_chunk", rid=rid, text=piece),
+                )
+            except (PromptError, ValueError):
+                raise
+            except Exception as e:  # a sampling failure is the request's error, never the job's
+                raise ValueError(f"sampling failed: {type(e).__name__}: {str(e)[:300]}") from None
             return {"text": result.text, "completion": result.completion, "tokens": result.tokens,
                     "truncated_prompt": result.truncated_prompt, "stopped": result.stopped,
                     "step": t.step, "source": "live"}

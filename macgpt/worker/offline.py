@@ -15,6 +15,7 @@ import torch
 from macgpt.config.schema import ConfigError, stored_model_config
 from macgpt.data.sources import Manifest, texts_of
 from macgpt.model import GPT
+from macgpt.worker import modelfile
 from macgpt.worker.batches import eval_batches, joined, token_stream
 from macgpt.worker.checkpoint import CheckpointError, load_file
 from macgpt.worker.sampling import SampleParams, SampleResult, sample_text
@@ -38,8 +39,7 @@ def load_model(path: str | Path) -> Loaded:
     try:
         cfg = stored_model_config(state["model_config"])
         tokenizer = BPETokenizer.from_json(state["tokenizer_json"])
-        model = GPT(cfg)
-        model.load_state_dict(state["model"])
+        model = modelfile.build(cfg, state.get("model"), path)
     except (KeyError, ConfigError, RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: not a usable model checkpoint: {e}") from None
     model.eval()

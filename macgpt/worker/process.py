@@ -26,6 +26,7 @@ EXIT_DISK = 3  # a checkpoint could not be written: the job waits for the user t
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # checkpoints, tokenizers and logs are the user's alone
     ap = argparse.ArgumentParser(prog="macgpt-worker")
     ap.add_argument("--job-dir", required=True, type=Path)
     ap.add_argument("--endpoint", required=True)

@@ -7,10 +7,11 @@ generation test in the middle of training leaves the training run bit-for-bit un
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from macgpt import protocol
 from macgpt.model import GPT, LayerCache
 from macgpt.worker.tokenizer import BPETokenizer
 
@@ -28,6 +29,16 @@ class SampleParams:
     repetition_penalty: float = 1.1
     seed: int = 0
     stop_at_im_end: bool = True
+
+    def __post_init__(self) -> None:
+        """The control protocol's ranges, wherever the values come from (CLI, daemon, generation test)."""
+        spec = protocol.COMMANDS["sample"]
+        for f in fields(self):
+            if f.name in spec:
+                try:
+                    spec[f.name].check("sample", f.name, getattr(self, f.name))
+                except protocol.ProtocolError as e:
+                    raise ValueError(e.message) from None
 
 
 @dataclass
@@ -107,6 +118,8 @@ def generate_ids(
                 nxt = int(torch.argmax(logits))
             else:
                 probs = torch.softmax(_truncate(logits, params), dim=-1)
+                if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+                    raise ValueError("sampling produced no valid probabilities (non-finite logits)")
                 nxt = int(torch.multinomial(probs, 1, generator=g))
             if params.stop_at_im_end and nxt == stop_id:
                 stopped = "im_end"

@@ -14,6 +14,7 @@ from typing import Any
 from macgpt.config.job import JobSpec
 from macgpt.config.schema import LEGACY_RECIPE
 from macgpt.data.sources import describe_change
+from macgpt.fsutil import atomic_write_text
 from macgpt.worker import checkpoint, dataprep
 from macgpt.worker.trainer import Trainer, resolve_device
 
@@ -43,7 +44,7 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, em
         check_same_data(state, c, ckpt_path, spec)
     tok_path = job_dir / "tokenizer.json"
     if state is not None and not tok_path.exists():
-        tok_path.write_text(state["tokenizer_json"], encoding="utf-8")
+        atomic_write_text(tok_path, state["tokenizer_json"])  # never a half-written tokenizer
     tokenizer, origin = dataprep.tokenizer(spec, c, tok_path, cache_dir, emit)
     note("tokenizer", origin=origin, vocab_size=tokenizer.vocab_size, path=str(tok_path),
          sha256=tokenizer.sha256[:12])

@@ -214,13 +214,9 @@ def test_tcp_is_off_by_default_loopback_only_when_on(home: Path) -> None:
     pid = json.loads(subprocess.run([MACGPTD, "status", "--json"], capture_output=True, text=True).stdout)["pid"]
     listening = [c.laddr for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
     assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", 47811)]
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 5000)
-    sock.connect("tcp://127.0.0.1:47811")
-    sock.send(protocol.make_request(1, "ping"))
-    assert protocol.unpack(sock.recv())["result"]["pong"] is True
-    sock.close(0)
+    client = subprocess.run([MACGPT, "status", "--json"], capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "MACGPT_TCP": "127.0.0.1:47811"})
+    assert client.returncode == 0, client.stderr  # the client authenticates with the keys in the home
     subprocess.run([MACGPTD, "stop"], capture_output=True, timeout=60)
 
 

@@ -1,0 +1,129 @@
+"""Issue 11: decisions of a real daemon object in-process (real SQLite, real sockets, real
+governance), driven to the state a review found wrong, without waiting minutes for it."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from macgpt import protocol
+from macgpt.config.limits import Limits
+from macgpt.paths import layout
+from macgpt.protocol import JobState
+from macgpt.supervisor import handlers
+from macgpt.supervisor.daemon import Daemon
+
+
+@pytest.fixture
+def daemon(home: Path) -> Iterator[Daemon]:
+    d = Daemon(layout(str(home)), Limits())
+    d.open()
+    yield d
+    d._shutdown(zmq.Poller())
+
+
+def test_a_cancelled_job_that_was_evicted_for_memory_never_comes_back(daemon: Daemon) -> None:
+    """Item 10: cancel a job waiting for memory (no runner); when memory returns it stays cancelled."""
+    jid = handlers.submit(daemon, {"config": "tiny"}, None)["job"]
+    daemon._transition(jid, JobState.PAUSED, "memory: waiting for memory to come back")
+    daemon.governance.evicted.add(jid)  # what after_exit records for an evicted worker
+    assert handlers.cancel(daemon, {"job": jid}, None)["state"] == "cancelled"
+    gov = daemon.governance
+    gov.state = dataclasses.replace(gov.state, low_memory_since=gov.clock() - 10 * gov.tuning.hold)
+    for _ in range(3):
+        daemon._schedule()
+    assert daemon.store.get(jid)["state"] == JobState.CANCELLED
+    assert not daemon.runners
+
+
+def pump(d: Daemon, until, timeout: float) -> None:
+    """Serve the daemon's worker channel (a real worker on a real socket) until ``until()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if d.channel.sock.poll(50, zmq.POLLIN):
+            d._serve_workers()
+        d.bus.flush()
+        if until():
+            return
+    raise AssertionError(f"not reached within {timeout}s")
+
+
+def test_a_pause_sent_while_the_job_is_starting_reaches_the_worker(daemon: Daemon) -> None:
+    """Item 6: paused while its worker was still starting, the job used to train on while status
+    said "paused". Started directly (a busy machine would keep the scheduler waiting)."""
+    jid = handlers.submit(daemon, {"config": "tiny", "overrides": {"vocab_size": 500, "steps": 100000,
+                                                                     "threads": 1, "batch_size": 8}}, None)["job"]
+    daemon._start(jid)
+    runner = daemon.runners[jid]
+    assert daemon.store.get(jid)["state"] == JobState.STARTING and not runner.live.connected
+    assert handlers.pause(daemon, {"job": jid}, None)["state"] == "paused"
+    pump(daemon, lambda: runner.live.paused, timeout=240)
+    step = runner.live.step
+    end = time.monotonic() + 3
+    pump(daemon, lambda: time.monotonic() >= end, timeout=30)  # heartbeats carry its step meanwhile
+    assert runner.live.step == step and daemon.store.get(jid)["state"] == JobState.PAUSED
+    handlers.resume(daemon, {"job": jid}, None)
+    pump(daemon, lambda: runner.live.step > step, timeout=120)
+
+
+def test_a_locked_database_at_runtime_neither_stops_nor_blocks_the_daemon(daemon: Daemon) -> None:
+    """Item 7: another process holds the write lock; state changes wait in order and are written
+    once it is released, a request gets 'unavailable', nothing raises out of the loop, no write
+    blocks the loop for more than a fraction of a second."""
+    jid = handlers.submit(daemon, {"config": "tiny"}, None)["job"]
+    other = sqlite3.connect(daemon.lay.db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        t = time.perf_counter()
+        assert daemon._transition(jid, JobState.PAUSED, "user")
+        daemon._job_event(jid, "metrics", {"step": 3, "loss": 2.5})
+        daemon._transition(jid, JobState.QUEUED, None)
+        daemon.bus.flush()
+        assert time.perf_counter() - t < 2.0  # before: 5 s of busy-wait per write, then the daemon exited
+        assert [p[1] for p in daemon.pending_transitions] == [JobState.PAUSED, JobState.QUEUED]
+        sent: list[bytes] = []
+        daemon._send = lambda identity, envelope, payload: sent.append(payload)  # capture the reply
+        daemon._handle_frames([b"id", protocol.make_request(1, "submit", {"config": "tiny"})])
+        assert protocol.unpack(sent[-1])["error"]["code"] == "unavailable"
+        daemon._retry_transitions()
+    except sqlite3.Error as e:
+        pytest.fail(f"a database error escaped: {e}")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    daemon._retry_transitions()
+    daemon.bus.flush()
+    assert not daemon.pending_transitions
+    assert daemon.store.get(jid)["state"] == JobState.QUEUED
+    kinds = [e["kind"] for e in daemon.store.history(jid)]
+    assert kinds.count("state") == 3 and "metrics" in kinds  # queued, paused, queued: nothing lost
+    assert daemon.db_errors >= 3
+
+
+def test_a_worker_message_missing_a_field_is_dropped_at_the_channel(daemon: Daemon) -> None:
+    """Also: a worker event without the fields the daemon reads (a worker of another version) used
+    to raise KeyError out of the daemon's loop; it is now refused like a bad client message."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(daemon.lay.workers)
+    bad = [{"kind": "metrics", "job": 1}, {"kind": "started", "job": 1, "step": 0},
+           {"kind": "checkpoint", "job": 1, "step": "3", "path": "x"}, {"kind": "eval", "job": True, "loss": 1.0}]
+    good = {"kind": "metrics", "job": 1, "step": 3, "loss": 2.5}
+    for msg in [*bad, good]:
+        sock.send(protocol.pack(msg))
+    got: list = []
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        if daemon.channel.sock.poll(100, zmq.POLLIN):
+            got += daemon.channel.receive()
+    sock.close(0)
+    assert [m for _, m in got] == [good]
+    for msg in bad:
+        with pytest.raises(protocol.ProtocolError, match="worker event"):
+            protocol.parse_worker_event(protocol.pack(msg))
