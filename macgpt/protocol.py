@@ -180,6 +180,9 @@ COMMANDS: dict[str, dict[str, Arg]] = {
     "limits": {"max_cpu": PERCENT, "max_memory": PERCENT,
                "on_battery": Arg((str, type(None)), max_len=16)},
     "shutdown": {},
+    # housekeeping (issue 13): forget finished jobs and their files; continue a cancelled or failed job
+    "remove": {"jobs": Arg(list, required=True, max_len=1000, items=int)},
+    "requeue": {"job": JOB},
 }
 
 

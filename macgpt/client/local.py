@@ -160,6 +160,18 @@ def check_prompt(prompt: str) -> str:
     return prompt
 
 
+def choose_seed(params: dict[str, Any], as_json: bool) -> int:
+    """A fresh random seed unless one was given; said on stderr (in --json it is a field) so a text
+    can be repeated with --seed."""
+    if params.get("seed") is None:
+        import secrets
+
+        params["seed"] = secrets.randbelow(2**31)
+        if not as_json:
+            click.echo(f"(seed {params['seed']}; --seed {params['seed']} repeats this text)", err=True)
+    return int(params["seed"])
+
+
 def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool) -> int:
     from macgpt.ckptformat import CheckpointError, verify_file
 
@@ -190,7 +202,8 @@ def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool)
     if as_json:
         print(json.dumps({"text": result.text, "completion": result.completion, "tokens": result.tokens,
                           "stopped": result.stopped, "truncated_prompt": result.truncated_prompt,
-                          "model": str(loaded.path), "step": loaded.step, "source": "checkpoint"},
+                          "model": str(loaded.path), "step": loaded.step, "source": "checkpoint",
+                          "seed": params.get("seed")},
                          ensure_ascii=False))
     else:
         sys.stdout.write("\n")

@@ -86,3 +86,33 @@ def check_data(spec: JobSpec) -> tuple[int, int]:
     train = load_corpus(list(spec.data) or [builtin_path(BUILTIN_TRAIN)])
     evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
     return len(train.texts), (len(load_corpus(evals).texts) if evals else 0)
+
+
+def check_device(spec: JobSpec) -> None:
+    """Refuse an explicit ``--device`` this machine cannot use now, instead of a worker failing later.
+    torch is imported only for an explicit accelerator, so the usual submit stays fast."""
+    device = spec.train.device
+    if device not in ("cuda", "mps"):
+        return
+    from macgpt.errors import ConfigError
+
+    try:
+        import torch
+    except ImportError:  # the client is installed without torch: the worker will say
+        return
+    ok = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if not ok:
+        raise ConfigError(f"--device {device}: no {device.upper()} device is available on this machine "
+                          f"(PyTorch {torch.__version__}); use --device auto or --device cpu")
+
+
+def presets_help() -> str:
+    """The presets and their defaults, for the --help of train and submit."""
+    from macgpt.config.presets import PRESETS
+
+    lines = ["\n\n\b\nCONFIG is one of:"]
+    for p in PRESETS.values():
+        m, t = p.model, p.train
+        lines.append(f"  {p.name:<9} {m.n_layer} layer(s) x {m.n_embd}, context {m.block_size}; "
+                     f"{t.steps} steps, batch {t.batch_size}, lr {t.lr:g}")
+    return "\n".join(lines)

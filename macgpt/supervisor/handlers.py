@@ -8,16 +8,15 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from macgpt import __version__, protocol
-from macgpt.ckptformat import checkpoint_files
 from macgpt.config.job import build_spec
 from macgpt.config.schema import ConfigError
 from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
 from macgpt.data.texts import DataError, load_corpus
 from macgpt.fsutil import atomic_write_text
+from macgpt.jobfiles import best_checkpoint, no_checkpoint_message
 from macgpt.protocol import FINISHED, ErrorCode, JobState, ProtocolError
 
 if TYPE_CHECKING:
@@ -244,20 +243,10 @@ def sample(daemon: Daemon, args: dict[str, Any], reply: Reply) -> Any:
 
         if runner.request("sample", params, done, chunk) is not None:
             return DEFERRED
-    path = _best_checkpoint(daemon.lay.job_dir(job["id"]), job)
+    path = best_checkpoint(daemon.lay.job_dir(job["id"]), job["state"])
     if path is None:
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"job {job['id']} ({job['state']}) has no checkpoint yet; try again in a moment")
+        raise ProtocolError(ErrorCode.NOT_FOUND, no_checkpoint_message(job["id"], job["state"]))
     return {"source": "checkpoint", "path": str(path), "job": job["id"], "state": job["state"]}
-
-
-def _best_checkpoint(job_dir: Path, job: dict[str, Any]) -> Path | None:
-    final = job_dir / "final_model.pt"
-    if job["state"] == JobState.COMPLETED and final.exists():
-        return final
-    ckpts = checkpoint_files(job_dir)
-    if ckpts:
-        return ckpts[0][1]
-    return final if final.exists() else None
 
 
 @handler("limits")
@@ -285,5 +274,7 @@ def shutdown(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, An
     daemon.stopping = True
     return {"stopping": True, "running": sorted(daemon.runners)}
 
+
+from macgpt.supervisor import housekeeping  # noqa: E402,F401  (registers remove, requeue)
 
 assert set(HANDLERS) == set(protocol.COMMANDS), "every protocol command needs a handler"

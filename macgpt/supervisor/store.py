@@ -217,3 +217,10 @@ class JobStore:
             (job_id, after, limit),
         ).fetchall()
         return [{"seq": r["seq"], "t": r["t"], "kind": r["kind"], "data": json.loads(r["data"])} for r in rows]
+
+    # -- housekeeping (issue 13) --------------------------------------------------------------------
+    def delete(self, job_id: int) -> None:
+        """Forget a job: its row and its events, in one transaction (ids are never reused)."""
+        with self.tx() as db:
+            db.execute("DELETE FROM events WHERE job = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
