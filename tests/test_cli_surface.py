@@ -149,3 +149,12 @@ def test_completion_scripts() -> None:
     for shell, needle in (("bash", "complete -o"), ("zsh", "compdef"), ("fish", "complete --no-files")):
         code, out, _ = invoke("completion", shell)
         assert code == 0 and "_MACGPT_COMPLETE" in out and needle in out, shell
+
+
+def test_data_messages_say_what_is_wrong(tmp_path: Path) -> None:
+    code, _, err = invoke("submit", "tiny", "--data", str(tmp_path))
+    assert code == 2 and "is a directory, not a data file" in err and "(none)" not in err, err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": "unterminated\n', encoding="utf-8")
+    code, _, err = invoke("submit", "tiny", "--data", str(bad))
+    assert code == 2 and f"{bad}:2:" in err and err.rstrip().endswith('like {"text": "..."}'), err

@@ -119,7 +119,7 @@ class Client:
         events: list[dict[str, Any]] = []
         while True:
             r = self.call("history", {"job": job, "after": after, "limit": 5000})
-            events.extend(r["events"])
+            events.extend({**ev, "job": job} for ev in r["events"])  # as live events carry it
             if len(r["events"]) < 5000:
                 return r["state"], events
             after = r["events"][-1]["seq"]

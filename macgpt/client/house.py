@@ -84,6 +84,7 @@ def rm(home: str | None, jobs: list[int], force: bool, as_json: bool) -> int:
 
 @remote
 def prune(home: str | None, states: set[str], older_than: float | None, dry_run: bool, as_json: bool) -> int:
+    _client(home).call("ping")  # a writing command: the daemon must be up, even for a dry run
     answer = status_answer(home, None)
     chosen = prune_candidates(answer["jobs"], states, older_than, time.time())
     size = sum(j["disk_bytes"] for j in chosen)

@@ -63,7 +63,8 @@ def _jsonl_texts(path: Path, text: str, problems: list[str]) -> list[str]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            problems.append(f"{where}:{e.colno}: invalid JSON: {e.msg}")
+            problems.append(f"{where}:{e.colno}: invalid JSON ({e.msg.lower()} at column {e.colno}); each line "
+                            'must be one object like {"text": "..."}')
             continue
         if not isinstance(obj, dict):
             problems.append(f"{where}:1: expected a JSON object like {{\"text\": \"...\"}}, got {type(obj).__name__}")
@@ -87,6 +88,8 @@ def read_file(path: Path) -> tuple[list[str], list[str]]:
     """(texts, problems) of one file."""
     problems: list[str] = []
     suffix = path.suffix.lower()
+    if path.is_dir():  # before the suffix: `--data /tmp` is a directory, not a file of type "(none)"
+        return [], [f"{path}: is a directory, not a data file; give the .jsonl or .txt files in it"]
     if suffix not in JSONL_SUFFIXES + TEXT_SUFFIXES:
         return [], [f"{path}: unsupported file type {suffix or '(none)'!r}; use .jsonl with one "
                     '{"text": ...} object per line, or a UTF-8 .txt file']
