@@ -43,7 +43,8 @@ FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 # Every allowed state change; anything else is refused.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # QUEUED -> STARTING when the scheduler picks it; -> PAUSED/CANCELLED by the user
-    JobState.QUEUED: frozenset({JobState.STARTING, JobState.PAUSED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset({JobState.STARTING, JobState.PAUSED, JobState.CANCELLED,
+                                JobState.FAILED}),  # FAILED: a job it runs --after failed
     # STARTING -> RUNNING when the worker reports its first step; -> QUEUED when the daemon stops
     JobState.STARTING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.PAUSED,
                                   JobState.FAILED, JobState.CANCELLED, JobState.COMPLETED}),
@@ -160,6 +161,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "eval_data": Arg(list, max_len=256, items=str),
         "name": Arg(str, max_len=64),
         "limits": Arg(dict),
+        "after": Arg(list, max_len=100, items=int),  # job ids that must complete first (issue 13)
     },
     "status": {"job": OPT_JOB},
     "history": {"job": JOB, "after": Arg(int, lo=0, hi=2**62), "limit": Arg(int, lo=1, hi=10_000)},

@@ -132,18 +132,20 @@ def evaluate(model: Path, data: tuple[str, ...], as_json: bool) -> int:
 
 @main.command()
 @job_options
+@click.option("--after", multiple=True, type=click.IntRange(1), metavar="JOB",
+              help="start only when JOB has completed (fail if it fails); repeatable")
 @click.option("--follow", is_flag=True, help="follow the job to its end (progress bar on a terminal)")
 @click.option("--json", "as_json", is_flag=True, help="print the answer (or, with --follow, each event) as JSON")
 @click.pass_context
 @input_errors
-def submit(ctx: click.Context, follow: bool, as_json: bool, **opts: Any) -> int:
+def submit(ctx: click.Context, after: tuple[int, ...], follow: bool, as_json: bool, **opts: Any) -> int:
     """Queue a training job of CONFIG on the daemon; prints the job id."""
     from macgpt.client import jobs
 
     spec = spec_from_options(opts)
     check_data(spec)
     check_device(spec)
-    return jobs.submit(ctx.obj["home"], spec, follow, as_json)
+    return jobs.submit(ctx.obj["home"], spec, follow, as_json, list(after))
 
 
 def state_filter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> set[str] | None:

@@ -47,12 +47,13 @@ def remote(f: Any) -> Any:
 
 
 @remote
-def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool) -> int:
+def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool, after: list[int] | None = None) -> int:
     client = _client(home)
     overrides = {**spec.train.__dict__, **spec.model.__dict__}
     result = client.call("submit", {
         "config": spec.config, "overrides": overrides, "data": list(spec.data),
         "eval_data": list(spec.eval_data), "name": spec.name, "limits": spec.own_limits,
+        **({"after": after} if after else {}),
     })
     answer = job_ref(result["job"], **{k: v for k, v in result.items() if k != "job"})
     if as_json:

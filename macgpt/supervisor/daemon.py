@@ -24,7 +24,7 @@ from macgpt.config.limits import Limits
 from macgpt.log import get
 from macgpt.paths import Layout
 from macgpt.protocol import ErrorCode, JobState, ProtocolError
-from macgpt.supervisor import handlers
+from macgpt.supervisor import handlers, housekeeping
 from macgpt.supervisor.bus import EventBus
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.governance import Governance
@@ -253,7 +253,7 @@ class Daemon:
         active = len(self.runners)
         if active >= self.max_concurrent:
             return
-        for job in self.store.queued()[: self.max_concurrent - active]:
+        for job in housekeeping.ready(self, self.store.queued())[: self.max_concurrent - active]:
             waiting = self.governance.why_wait()
             if waiting:
                 if job["reason"] != waiting:

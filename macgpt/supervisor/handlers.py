@@ -93,7 +93,7 @@ def daemon_info(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str,
 
 @handler("submit")
 def submit(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]:
-    """Queue a job: {config, overrides?, data?, eval_data?, name?, limits?} -> {job, name, position}.
+    """Queue a job: {config, overrides?, data?, eval_data?, name?, limits?, after?} -> {job, name, position}.
     The data files are read and validated now; nothing is queued when anything is wrong."""
     try:
         own = args.get("limits") or {}
@@ -106,7 +106,9 @@ def submit(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
             load_corpus(evals)
     except (ConfigError, DataError) as e:
         raise ProtocolError(ErrorCode.INVALID, str(e)) from None
+    after = housekeeping.check_after(daemon, args.get("after") or [])
     job_id = daemon.store.create(spec.name, spec.config, spec.to_dict(), spec.train.steps)
+    daemon.store.set_after(job_id, after)
     daemon._job_event(job_id, "state", {"state": "queued", "reason": None, "config": spec.config})
     position = len(daemon.store.queued())
     return {"job": job_id, "name": spec.name, "config": spec.config, "position": position,
@@ -275,6 +277,8 @@ def shutdown(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, An
     return {"stopping": True, "running": sorted(daemon.runners)}
 
 
-from macgpt.supervisor import housekeeping  # noqa: E402,F401  (registers remove, requeue)
+from macgpt.supervisor import housekeeping  # noqa: E402
+
+HANDLERS.update(housekeeping.HANDLERS)
 
 assert set(HANDLERS) == set(protocol.COMMANDS), "every protocol command needs a handler"

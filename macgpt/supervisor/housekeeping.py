@@ -11,10 +11,10 @@ from macgpt.ckptformat import checkpoint_files
 from macgpt.jobfiles import disk_usage
 from macgpt.log import get
 from macgpt.protocol import FINISHED, ErrorCode, JobState, ProtocolError
-from macgpt.supervisor.handlers import Reply, _job, handler
 
 if TYPE_CHECKING:
     from macgpt.supervisor.daemon import Daemon
+    from macgpt.supervisor.handlers import Reply
 
 log = get("macgpt.housekeeping")
 
@@ -28,11 +28,11 @@ def removal_refusal(job: dict[str, Any], has_worker: bool) -> str | None:
     return None
 
 
-@handler("remove")
 def remove(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]:
     """{jobs: [id, ...]} -> {removed: [id, ...], freed: bytes}. All or nothing: when any job does not
     exist or still has a worker, nothing is removed. A queued or paused job without a worker is
     cancelled first. The rows go first (one transaction each), then the directories."""
+    from macgpt.supervisor.handlers import _job
     jobs = [_job(daemon, j) for j in dict.fromkeys(args["jobs"])]
     for job in jobs:
         runner = daemon.runners.get(job["id"])
@@ -54,10 +54,10 @@ def remove(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
     return {"removed": [j["id"] for j in jobs], "freed": freed}
 
 
-@handler("requeue")
 def requeue(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]:
     """{job} -> {job, state: 'queued', from_step}: a cancelled or failed job goes to the back of the
     queue; its next worker resumes from the newest intact checkpoint in its directory."""
+    from macgpt.supervisor.handlers import _job
     job = _job(daemon, args["job"])
     if job["state"] not in (JobState.CANCELLED, JobState.FAILED):
         raise ProtocolError(ErrorCode.CONFLICT, f"job {job['id']} is {job['state']}; only a cancelled or failed "
@@ -67,3 +67,51 @@ def requeue(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any
                               error=None, finished=None):
         raise ProtocolError(ErrorCode.CONFLICT, f"job {job['id']} cannot be continued now")
     return {"job": job["id"], "state": "queued", "from_step": ckpts[0][0] if ckpts else 0}
+
+
+
+HANDLERS = {"remove": remove, "requeue": requeue}  # registered by handlers.py
+
+def after_decision(job_id: int, deps: dict[int, str | None]) -> tuple[str, str | None]:
+    """For a queued job and the states of the jobs it runs after (None: removed): ("run", None),
+    ("wait", why) or ("fail", why)."""
+    for dep, state in sorted(deps.items()):
+        if state is None:
+            return "fail", f"job {dep}, which it runs after, was removed"
+        if state in (JobState.FAILED, JobState.CANCELLED):
+            return "fail", f"job {dep}, which it runs after, {state}"
+    waiting = [str(d) for d, s in sorted(deps.items()) if s != JobState.COMPLETED]
+    if waiting:
+        return "wait", f"after job {', '.join(waiting)}"
+    return "run", None
+
+
+def check_after(daemon: Daemon, after: list[int]) -> list[int]:
+    """The ``--after`` jobs of a submit, refused (nothing queued) when one does not exist or has failed."""
+    for dep in after:
+        job = daemon.store.get(dep)
+        if job is None:
+            raise ProtocolError(ErrorCode.INVALID, f"--after {dep}: job {dep} does not exist")
+        if job["state"] in (JobState.FAILED, JobState.CANCELLED):
+            raise ProtocolError(ErrorCode.INVALID, f"--after {dep}: job {dep} is {job['state']}; it will not complete")
+    return sorted(set(after))
+
+
+def ready(daemon: Daemon, queued: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The queued jobs the scheduler may start, in order: those whose --after jobs all completed.
+    A job waiting says so in its reason; one whose --after job failed fails with it."""
+    out = []
+    for job in queued:
+        deps = daemon.store.after(job["id"])
+        if not deps:
+            out.append(job)
+            continue
+        states = {d: (daemon.store.get(d) or {}).get("state") for d in deps}
+        kind, why = after_decision(job["id"], states)
+        if kind == "run":
+            out.append(job)
+        elif kind == "fail":
+            daemon._transition(job["id"], JobState.FAILED, why, error=why)
+        elif job["reason"] != why:
+            daemon._transition(job["id"], JobState.QUEUED, why)
+    return out

@@ -16,7 +16,7 @@ from typing import Any
 
 from macgpt.protocol import FINISHED, TRANSITIONS, JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: job_after (a v1 database gains the table at the first open)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL,
     data TEXT NOT NULL,
     PRIMARY KEY (job, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_after (
+    job INTEGER NOT NULL,
+    after INTEGER NOT NULL,
+    PRIMARY KEY (job, after)
 ) WITHOUT ROWID;
 """
 PROGRESS_FIELDS = frozenset({"step", "loss", "eval_loss", "checkpoint", "checkpoint_step", "checkpoint_time",
@@ -223,4 +228,13 @@ class JobStore:
         """Forget a job: its row and its events, in one transaction (ids are never reused)."""
         with self.tx() as db:
             db.execute("DELETE FROM events WHERE job = ?", (job_id,))
+            db.execute("DELETE FROM job_after WHERE job = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def set_after(self, job_id: int, after: Iterable[int]) -> None:
+        """The jobs ``job_id`` runs after (`submit --after`)."""
+        with self.tx() as db:
+            db.executemany("INSERT OR IGNORE INTO job_after (job, after) VALUES (?, ?)", [(job_id, a) for a in after])
+
+    def after(self, job_id: int) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT after FROM job_after WHERE job = ? ORDER BY after", (job_id,))]

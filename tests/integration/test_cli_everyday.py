@@ -82,3 +82,20 @@ def test_wait_rm_cancel_resume_from_checkpoint_prune_and_offline(daemon: Path) -
     pruned = json_of("prune")
     assert pruned["removed"] == [{"id": 1}] and not layout().job_dir(1).exists()
     assert cli_json("status")["jobs"] == []
+
+
+def test_after_waits_for_completion_and_fails_with_a_failed_job(daemon: Path) -> None:
+    first = json_of("submit", "tiny", "--steps", "100000", *FAST_JOB, "--name", "first")["id"]
+    then = json_of("submit", "tiny", "--steps", "20", *FAST_JOB, "--after", str(first))["id"]
+    missing = cli("submit", "tiny", "--after", "99")
+    assert missing.returncode == 2 and "--after 99: job 99 does not exist" in missing.stderr
+    wait_for(lambda: job(then)["reason"] == f"after job {first}", timeout=60)
+    assert job(then)["state"] == "queued"
+    assert cli("cancel", str(first)).returncode == 0
+    wait_for(lambda: job(then)["state"] == "failed", timeout=120)
+    assert f"job {first}" in job(then)["reason"] and "cancelled" in job(then)["reason"]
+
+    a = json_of("submit", "tiny", "--steps", "20", *FAST_JOB, "--name", "a")["id"]
+    b = json_of("submit", "tiny", "--steps", "20", *FAST_JOB, "--name", "b", "--after", str(a))["id"]
+    assert json_of("wait", str(b)) == {"jobs": [{"id": b, "state": "completed"}]}
+    assert job(b)["started"] >= job(a)["finished"]
