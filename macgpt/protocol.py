@@ -53,7 +53,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
                                  JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
     JobState.PAUSED: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.STARTING, JobState.FAILED,
                                 JobState.CANCELLED, JobState.COMPLETED}),
-    JobState.COMPLETED: frozenset(),
+    JobState.COMPLETED: frozenset({JobState.QUEUED}),  # `macgpt extend`: train further
     JobState.FAILED: frozenset({JobState.QUEUED}),  # retry
     JobState.CANCELLED: frozenset({JobState.QUEUED}),  # retry
 }
@@ -185,6 +185,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
     # housekeeping (issue 13): forget finished jobs and their files; continue a cancelled or failed job
     "remove": {"jobs": Arg(list, required=True, max_len=1000, items=int)},
     "requeue": {"job": JOB},
+    "extend": {"job": JOB, "steps": Arg(int, required=True, lo=1, hi=10_000_000)},
 }
 
 

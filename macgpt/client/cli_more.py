@@ -96,3 +96,19 @@ def completion(shell: str) -> Any:
     assert cls is not None  # click ships all three
     click.echo(cls(main, {}, "macgpt", "_MACGPT_COMPLETE").source())
     return Exit.OK
+
+
+@main.command()
+@click.argument("job", type=click.IntRange(1))
+@click.option("--steps", type=click.IntRange(1, 10_000_000), required=True, metavar="N",
+              help="optimizer steps to train beyond the job's last checkpoint")
+@AS_JSON
+@click.pass_context
+@input_errors
+def extend(ctx: click.Context, job: int, steps: int, as_json: bool) -> int:
+    """Train a completed JOB N steps further on the same data, from its final checkpoint. The cosine
+    schedule is stretched to the new total: the learning rate rises from the old floor to the longer
+    cosine's value at that step, then decays to the floor at the new end."""
+    from macgpt.client import house
+
+    return house.extend(ctx.obj["home"], job, steps, as_json)

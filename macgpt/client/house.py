@@ -13,7 +13,7 @@ from macgpt.client.connection import RemoteError
 from macgpt.client.exitcodes import Exit
 from macgpt.client.jobs import _client, remote, status_answer
 from macgpt.client.render import fmt_bytes
-from macgpt.client.surface import emit_json
+from macgpt.client.surface import emit_json, job_ref
 from macgpt.protocol import FINISHED
 
 PRUNE_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -123,3 +123,13 @@ def wait(home: str | None, jobs: list[int], timeout: float | None, as_json: bool
         for j, s in states.items():
             click.echo(f"job {j}: {s}")
     return wait_exit_code(list(states.values()))
+
+
+@remote
+def extend(home: str | None, job: int, steps: int, as_json: bool) -> int:
+    r = _client(home).call("extend", {"job": job, "steps": steps})
+    if as_json:
+        emit_json(job_ref(job, **{k: v for k, v in r.items() if k != "job"}))
+    else:
+        click.echo(f"job {job}: {r['state']}; it trains from step {r['from_step']} to {r['max_steps']}")
+    return Exit.OK

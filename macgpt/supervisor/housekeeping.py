@@ -70,7 +70,35 @@ def requeue(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any
 
 
 
-HANDLERS = {"remove": remove, "requeue": requeue}  # registered by handlers.py
+def extend(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    """{job, steps} -> {job, state: 'queued', from_step, max_steps}: a completed job trains ``steps``
+    more on the same data. Its worker resumes from the final checkpoint; the cosine schedule is
+    stretched to the new total, so the learning rate rises from the old floor to where the longer
+    cosine is at that step, then decays to the floor at the new end (README, "extend")."""
+    import json
+
+    from macgpt.supervisor.handlers import _job
+
+    job = _job(daemon, args["job"])
+    if job["state"] != JobState.COMPLETED:
+        raise ProtocolError(ErrorCode.CONFLICT, f"job {job['id']} is {job['state']}; only a completed job can be "
+                            "extended (`macgpt resume` continues a cancelled or failed one)")
+    ckpts = checkpoint_files(daemon.lay.job_dir(job["id"]))
+    if not ckpts:
+        raise ProtocolError(ErrorCode.CONFLICT, f"job {job['id']} has no checkpoint left to continue from")
+    spec = json.loads(job["spec"])
+    total = ckpts[0][0] + args["steps"]
+    if total > 10_000_000:
+        raise ProtocolError(ErrorCode.INVALID, f"extend: {total} steps in all is over the limit of 10000000")
+    spec["train"]["steps"] = total
+    daemon.store.set_steps(job["id"], spec, total)
+    if not daemon._transition(job["id"], JobState.QUEUED, f"extended to {total} steps", queue_order=time.time(),
+                              finished=None, final_model=None):
+        raise ProtocolError(ErrorCode.CONFLICT, f"job {job['id']} cannot be extended now")
+    return {"job": job["id"], "state": "queued", "from_step": ckpts[0][0], "max_steps": total}
+
+
+HANDLERS = {"remove": remove, "requeue": requeue, "extend": extend}  # registered by handlers.py
 
 def after_decision(job_id: int, deps: dict[int, str | None]) -> tuple[str, str | None]:
     """For a queued job and the states of the jobs it runs after (None: removed): ("run", None),

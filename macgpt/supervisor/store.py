@@ -238,3 +238,9 @@ class JobStore:
 
     def after(self, job_id: int) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT after FROM job_after WHERE job = ? ORDER BY after", (job_id,))]
+
+    def set_steps(self, job_id: int, spec: dict[str, Any], max_steps: int) -> None:
+        """A finished job's spec with a new step total (`macgpt extend`)."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET spec = ?, max_steps = ?, updated = ? WHERE id = ?",
+                       (json.dumps(spec, ensure_ascii=False), max_steps, time.time(), job_id))

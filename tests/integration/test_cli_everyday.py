@@ -99,3 +99,12 @@ def test_after_waits_for_completion_and_fails_with_a_failed_job(daemon: Path) ->
     b = json_of("submit", "tiny", "--steps", "20", *FAST_JOB, "--name", "b", "--after", str(a))["id"]
     assert json_of("wait", str(b)) == {"jobs": [{"id": b, "state": "completed"}]}
     assert job(b)["started"] >= job(a)["finished"]
+
+    refused = cli("extend", str(first), "--steps", "5")
+    assert refused.returncode == 2 and "only a completed job" in refused.stderr
+    more = json_of("extend", str(b), "--steps", "10")  # a completed job trains further, from its final checkpoint
+    assert (more["id"], more["from_step"], more["max_steps"]) == (b, 20, 30)
+    assert json_of("wait", str(b)) == {"jobs": [{"id": b, "state": "completed"}]}
+    assert (job(b)["step"], job(b)["max_steps"]) == (30, 30) and Path(job(b)["final_model"]).exists()
+    events = [json.loads(line) for line in cli("logs", str(b), "--json").stdout.splitlines()]
+    assert [e["data"]["step"] for e in events if e["kind"] == "setup" and e["data"].get("phase") == "resumed"] == [20]
