@@ -158,3 +158,14 @@ def test_data_messages_say_what_is_wrong(tmp_path: Path) -> None:
     bad.write_text('{"text": "ok"}\n{"text": "unterminated\n', encoding="utf-8")
     code, _, err = invoke("submit", "tiny", "--data", str(bad))
     assert code == 2 and f"{bad}:2:" in err and err.rstrip().endswith('like {"text": "..."}'), err
+
+
+def test_configs_fit_80_columns_with_whole_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from macgpt.config.estimate import estimate
+    from macgpt.config.presets import get_preset
+
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = invoke("configs")
+    assert code == 0 and all(len(line) <= 80 for line in out.splitlines()), out
+    p = get_preset("original")
+    assert f"{estimate(p.model, p.train.batch_size).params_total:,}" in out  # not cut to "2,91…"
