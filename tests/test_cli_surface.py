@@ -124,6 +124,11 @@ def test_tables_fit_80_columns_dropping_the_least_useful_first() -> None:
     for kept in ("ID", "NAME", "STATE", "STEP", "LOSS"):
         assert kept in table[0]
     assert "THREADS" not in table[0] and "12345/100000" in table[1] and "2.346" in table[1]
+    assert "job 3: paused: memory: waiting for memory to come back" in lines  # cut in the table, whole below
+    daemon = {"pid": 7, "uptime": 75.0, "max_concurrent": 2, "governor": {"message": "throttled: other programs "
+              "use 55% CPU, limit 70%"}, "limits": {"max_cpu": 70, "max_memory": 60, "on_battery": "pause"}}
+    head = status_view.header_line({"daemon": daemon, "disk_total": 2**30}, jobs, 80).splitlines()
+    assert len(head) > 1 and all(len(line) <= 80 for line in head) and "slots 1/2" in head[0]
     wide = status_view.status_lines({"jobs": jobs}, jobs, 200)[0].splitlines()
     assert "THREADS" in wide[0] and "CKPT AGE" in wide[0]
     listing = status_view.ls_lines(jobs, 80).splitlines()

@@ -206,7 +206,7 @@ def status(home: str | None, job: int | None, as_json: bool, states: set[str] | 
         return Exit.OK
     width = render.terminal_width()
     if not compact:
-        click.echo(status_view.header_line(r, r["jobs"]))
+        click.echo(status_view.header_line(r, r["jobs"], width))
     if not r["jobs"]:
         click.echo("no jobs yet: macgpt submit tiny")
     elif not shown:

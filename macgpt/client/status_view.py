@@ -39,16 +39,28 @@ def slots_line(daemon: dict[str, Any], jobs: list[dict[str, Any]]) -> str:
     return f"slots {busy}/{daemon.get('max_concurrent', 1)}"
 
 
-def header_line(r: dict[str, Any], all_jobs: list[dict[str, Any]]) -> str:
+def wrap_parts(parts: list[str], width: int) -> str:
+    """``parts`` joined by "; ", starting a new line where the next would pass ``width``."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 2 + len(part) > width:
+            lines[-1] += ";"
+            lines.append("  " + part)
+        else:
+            lines[-1] += "; " + part
+    return "\n".join(lines)
+
+
+def header_line(r: dict[str, Any], all_jobs: list[dict[str, Any]], width: int = 10**6) -> str:
     d = r["daemon"]
     total = f"disk {fmt_bytes(r.get('disk_total') or 0)}"
     if not d.get("running", True):
-        return f"daemon not running (home {d['home']}); {len(all_jobs)} job(s), {total}"
+        return wrap_parts([f"daemon not running (home {d['home']})", f"{len(all_jobs)} job(s), {total}"], width)
     lim = d["limits"]
     governor = (d.get("governor") or {}).get("message")
-    return (f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}, {slots_line(d, all_jobs)}, {total}; "
-            f"limits: CPU ≤ {lim['max_cpu']:g}%, memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}"
-            + (f"; {governor}" if governor else ""))
+    parts = [f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}, {slots_line(d, all_jobs)}, {total}",
+             f"limits: CPU ≤ {lim['max_cpu']:g}%, memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}"]
+    return wrap_parts(parts + ([governor] if governor else []), width)
 
 
 def _state(j: dict[str, Any]) -> str:
@@ -74,11 +86,12 @@ def status_lines(r: dict[str, Any], jobs: list[dict[str, Any]], width: int) -> l
     """The table and the notes under it."""
     lines = [render.fit_table(STATUS_HEADERS, [status_row(j) for j in jobs], width, STATUS_DROP, ("STATE", "NAME"))]
     for j in jobs:
+        full = j["state"] + (f" ({j['reason']})" if j.get("reason") else "")
         if j.get("governor"):
             lines.append(f"job {j['id']}: {j['governor']}")
         if j.get("warning") and j["state"] not in ("completed", "cancelled"):
             lines.append(f"job {j['id']}: ⚠ {j['warning']}")
-        if len(j.get("reason") or "") > 48 and j["state"] != "completed":
+        if j.get("reason") and full not in lines[0] and j["state"] != "completed":  # cut in the table
             lines.append(f"job {j['id']}: {j['state']}: {j['reason']}")
     return lines
 
