@@ -13,7 +13,14 @@ import click
 
 from macgpt import __version__
 from macgpt.client.exitcodes import Exit
-from macgpt.client.options import check_data, check_device, job_options, presets_help, spec_from_options
+from macgpt.client.options import (
+    check_data,
+    check_device,
+    job_options,
+    presets_help,
+    resolve_init_from,
+    spec_from_options,
+)
 from macgpt.client.surface import HOME_HELP, Group
 from macgpt.errors import ConfigError, DataError
 from macgpt.paths import PathError, layout
@@ -58,6 +65,7 @@ def train(ctx: click.Context, out: Path | None, fresh: bool, as_json: bool, **op
     """
     from macgpt.client import local
 
+    resolve_init_from(opts, ctx.obj["home"])
     spec = spec_from_options(opts)
     check_data(spec)
     check_device(spec)
@@ -142,6 +150,7 @@ def submit(ctx: click.Context, after: tuple[int, ...], follow: bool, as_json: bo
     """Queue a training job of CONFIG on the daemon; prints the job id."""
     from macgpt.client import jobs
 
+    resolve_init_from(opts, ctx.obj["home"])
     spec = spec_from_options(opts)
     check_data(spec)
     check_device(spec)

@@ -42,10 +42,10 @@ class OfflineHome:
     def get(self, job_id: int | None) -> dict[str, Any]:
         """One job row; the most recent when ``job_id`` is None; RemoteError(not_found) as the daemon says it."""
         rows = self.rows()
-        if not rows:
+        if not rows and job_id is None:
             raise RemoteError("not_found", "there are no jobs yet; submit one with `macgpt submit tiny`")
         if job_id is None:
-            return rows[0]
+            return rows[0]  # there is one: the most recent
         for r in rows:
             if r["id"] == job_id:
                 return r

@@ -100,6 +100,8 @@ def setup_line(d: dict[str, Any]) -> str | None:
                 f"{d['tokens']:,} training tokens ({d['chunks_per_epoch']} chunks per epoch)")
     if phase == "resumed":
         return f"↩️  resumed from step {d['step']}: {d['path']}"
+    if phase == "initialized":
+        return f"🌱 weights from {d['path']} (trained {d['from_step']} steps); a fresh optimizer and schedule"
     return None
 
 

@@ -82,6 +82,8 @@ class TrainConfig:
     checkpoint_interval: int = _f(100, Bound(int, 0, 10_000_000, help="steps between checkpoints (0: off)"))
     checkpoint_seconds: float = _f(30.0, Bound(float, 0.0, 86400.0, help="seconds between checkpoints (0: off)"))
     device: str = _f("auto", Bound(str, choices=("auto", "cpu", "mps", "cuda"), help="compute device"))
+    init_from: str = _f("", Bound(str, help="start from this checkpoint's weights, shape and tokenizer "
+                                          "(a fresh optimizer and schedule); empty: random weights"))
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}

@@ -44,6 +44,11 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) ->
     for w in warnings:
         note("warning", message=w)
     tok_path = job_dir / "tokenizer.json"
+    init, init_model = (None, None)
+    if state is None and spec.train.init_from:  # a new job from another model's weights
+        from macgpt.worker.initfrom import load_init
+
+        init, init_model = load_init(spec.train.init_from, job_dir)
     if state is not None and not tok_path.exists():
         tok_path.write_text(state["tokenizer_json"], encoding="utf-8")
     tokenizer, origin = load_or_train(
@@ -54,7 +59,7 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) ->
 
     train_stream = token_stream(tokenizer, train_corpus.texts)
     eval_stream = token_stream(tokenizer, eval_corpus.texts) if eval_corpus else None
-    model_cfg = dataclasses.replace(spec.model, vocab_size=tokenizer.vocab_size)
+    model_cfg = dataclasses.replace(init_model or spec.model, vocab_size=tokenizer.vocab_size)
     device = resolve_device(spec.train.device)
     trainer = Trainer(model_cfg, spec.train, tokenizer, train_stream, eval_stream, device)
     note("model", device=device.type, threads=trainer.threads,
@@ -63,6 +68,9 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) ->
          chunks_per_epoch=trainer.batcher.chunks_per_epoch(),
          params=trainer.model.num_params(), params_block=trainer.model.num_params(True))
 
+    if init is not None:
+        trainer.model.load_state_dict(init["model"])
+        note("initialized", path=spec.train.init_from, from_step=init["step"])
     if state is not None:
         check_resumable(state, trainer, ckpt_path)
         trainer.load_state_dict(state)
