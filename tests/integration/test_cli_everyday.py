@@ -5,6 +5,7 @@ the home with the daemon stopped."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from macgpt.paths import layout
 
-from ..conftest import MACGPTD
+from ..conftest import MACGPT, MACGPTD
 from .live import job_status as job
 from .live import wait_for
 from .test_daemon import FAST_JOB, cli, cli_json
@@ -44,6 +45,8 @@ def test_wait_rm_cancel_resume_from_checkpoint_prune_and_offline(daemon: Path) -
     assert json_of("wait", "1") == {"jobs": [{"id": 1, "state": "completed"}]}
     wait_for(lambda: job(2)["state"] == "running" and (job(2)["checkpoint_step"] or 0) > 0, timeout=400)
 
+    ckpt = json_of("checkpoint", "2")
+    assert ckpt["id"] == 2 and ckpt["step"] > 0 and Path(ckpt["path"]).exists()
     refused = cli("rm", "2")
     assert refused.returncode == 2 and "rm --force 2" in refused.stderr and layout().job_dir(2).exists()
     assert json_of("pause", "2")["state"] == "paused" and json_of("resume", "2") == {"id": 2, "job": 2, "state": "running"}
@@ -61,6 +64,7 @@ def test_wait_rm_cancel_resume_from_checkpoint_prune_and_offline(daemon: Path) -
     assert gone["removed"] == [{"id": 2}] and gone["freed"] > 0 and not layout().job_dir(2).exists()
     status = json_of("status")
     assert [j["id"] for j in status["jobs"]] == [1] and status["jobs"][0]["disk_bytes"] > 0
+    assert [j["id"] for j in json_of("ls", "--state", "completed")["jobs"]] == [1]
     assert status["disk_total"] >= status["jobs"][0]["disk_bytes"]
     assert json_of("limits")["hard_memory"] > json_of("limits")["max_memory"]  # what is in force, not 0
 
@@ -91,6 +95,13 @@ def test_after_waits_for_completion_and_fails_with_a_failed_job(daemon: Path) ->
     assert missing.returncode == 2 and "--after 99: job 99 does not exist" in missing.stderr
     wait_for(lambda: job(then)["reason"] == f"after job {first}", timeout=60)
     assert job(then)["state"] == "queued"
+    assert cli("pause", str(first)).returncode == 0
+    follow = subprocess.Popen([MACGPT, "logs", str(first), "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    wait_for(lambda: follow.stdout.readline(), timeout=60)  # it follows
+    follow.send_signal(signal.SIGINT)
+    _out, err = follow.communicate(timeout=30)
+    assert follow.returncode == 130 and f"job {first} is paused (user)" in err, err  # not "keeps running"
     assert cli("cancel", str(first)).returncode == 0
     wait_for(lambda: job(then)["state"] == "failed", timeout=120)
     assert f"job {first}" in job(then)["reason"] and "cancelled" in job(then)["reason"]
