@@ -43,7 +43,8 @@ FINISHED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 # Every allowed state change; anything else is refused.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # QUEUED -> STARTING when the scheduler picks it; -> PAUSED/CANCELLED by the user
-    JobState.QUEUED: frozenset({JobState.STARTING, JobState.PAUSED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset({JobState.STARTING, JobState.PAUSED, JobState.CANCELLED,
+                                JobState.FAILED}),  # FAILED: a job it runs --after failed
     # STARTING -> RUNNING when the worker reports its first step; -> QUEUED when the daemon stops
     JobState.STARTING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.PAUSED,
                                   JobState.FAILED, JobState.CANCELLED, JobState.COMPLETED}),
@@ -52,7 +53,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
                                  JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
     JobState.PAUSED: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.STARTING, JobState.FAILED,
                                 JobState.CANCELLED, JobState.COMPLETED}),
-    JobState.COMPLETED: frozenset(),
+    JobState.COMPLETED: frozenset({JobState.QUEUED}),  # `macgpt extend`: train further
     JobState.FAILED: frozenset({JobState.QUEUED}),  # retry
     JobState.CANCELLED: frozenset({JobState.QUEUED}),  # retry
 }
@@ -164,6 +165,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "name": Arg(str, max_len=64),
         "limits": Arg(dict),
         "manifest": Arg(dict),  # {"train", "eval"}: the files the client validated (data.sources)
+        "after": Arg(list, max_len=100, items=int),  # job ids that must complete first (issue 13)
     },
     "status": {"job": OPT_JOB},
     "history": {"job": JOB, "after": Arg(int, lo=0, hi=2**62), "limit": Arg(int, lo=1, hi=10_000)},
@@ -184,6 +186,10 @@ COMMANDS: dict[str, dict[str, Arg]] = {
     "limits": {"max_cpu": PERCENT, "max_memory": PERCENT,
                "on_battery": Arg((str, type(None)), max_len=16)},
     "shutdown": {},
+    # housekeeping (issue 13): forget finished jobs and their files; continue a cancelled or failed job
+    "remove": {"jobs": Arg(list, required=True, max_len=1000, items=int)},
+    "requeue": {"job": JOB},
+    "extend": {"job": JOB, "steps": Arg(int, required=True, lo=1, hi=10_000_000)},
 }
 
 

@@ -13,7 +13,16 @@ import click
 
 from macgpt import __version__
 from macgpt.client.exitcodes import Exit
-from macgpt.client.options import SampleArg, check_data, job_options, spec_from_options
+from macgpt.client.options import (
+    SampleArg,
+    check_data,
+    check_device,
+    job_options,
+    presets_help,
+    resolve_init_from,
+    spec_from_options,
+)
+from macgpt.client.surface import HOME_HELP, Group
 from macgpt.errors import ConfigError, DataError
 from macgpt.paths import PathError, layout
 
@@ -33,14 +42,13 @@ def input_errors(f: Callable[..., int]) -> Callable[..., None]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="macgpt")
-@click.option("--home", envvar="MACGPT_HOME", type=click.Path(file_okay=False), default=None,
-              help="macgpt's data directory (default: $MACGPT_HOME or the platform's user data dir)")
+@click.option("--home", envvar="MACGPT_HOME", type=click.Path(file_okay=False), default=None, help=HOME_HELP)
 @click.pass_context
 def main(ctx: click.Context, home: str | None) -> None:
     """Train tiny GPT models on your laptop without making it unresponsive."""
-    ctx.obj = {"home": home}
+    ctx.obj = {"home": home, **(ctx.obj or {})}
 
 
 @main.command()
@@ -58,8 +66,10 @@ def train(ctx: click.Context, out: Path | None, fresh: bool, as_json: bool, **op
     """
     from macgpt.client import local
 
+    resolve_init_from(opts, ctx.obj["home"])
     spec = spec_from_options(opts)
     spec = check_data(spec)
+    check_device(spec)
     return local.train(spec, layout(ctx.obj["home"]), out, fresh, as_json)
 
 
@@ -82,9 +92,12 @@ def sample_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--temperature", type=SampleArg("temperature", float), default=0.8, show_default=True,
                      help="0: always the most likely token"),
         click.option("--top-k", type=SampleArg("top_k", int), default=50, show_default=True, help="0: off"),
-        click.option("--top-p", type=SampleArg("top_p", float), default=0.95, show_default=True),
-        click.option("--repetition-penalty", type=SampleArg("repetition_penalty", float), default=1.1, show_default=True),
-        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True),
+        click.option("--top-p", type=SampleArg("top_p", float), default=0.95, show_default=True,
+                     help="nucleus sampling: keep the most likely tokens up to this probability (1: off)"),
+        click.option("--repetition-penalty", type=SampleArg("repetition_penalty", float), default=1.1, show_default=True,
+                     help="above 1 makes tokens already in the text less likely (1: off)"),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
+                     help="random seed (default: a new one each time, printed so a text can be repeated)"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -106,6 +119,7 @@ def sample(ctx: click.Context, prompt: str, job: int | None, model: Path | None,
     from macgpt.client import local
 
     local.check_prompt(prompt)
+    local.choose_seed(params, as_json)
     if model is not None:
         return local.sample_model(model, prompt, params, as_json)
     from macgpt.client import jobs
@@ -128,29 +142,47 @@ def evaluate(model: Path, data: tuple[str, ...], as_json: bool, every: bool) -> 
 
 @main.command()
 @job_options
+@click.option("--after", multiple=True, type=click.IntRange(1), metavar="JOB",
+              help="start only when JOB has completed (fail if it fails); repeatable")
 @click.option("--follow", is_flag=True, help="follow the job to its end (progress bar on a terminal)")
 @click.option("--json", "as_json", is_flag=True, help="print the answer (or, with --follow, each event) as JSON")
 @click.pass_context
 @input_errors
-def submit(ctx: click.Context, follow: bool, as_json: bool, **opts: Any) -> int:
+def submit(ctx: click.Context, after: tuple[int, ...], follow: bool, as_json: bool, **opts: Any) -> int:
     """Queue a training job of CONFIG on the daemon; prints the job id."""
     from macgpt.client import jobs
 
+    resolve_init_from(opts, ctx.obj["home"])
     spec = spec_from_options(opts)
     spec = check_data(spec)
-    return jobs.submit(ctx.obj["home"], spec, follow, as_json)
+    check_device(spec)
+    return jobs.submit(ctx.obj["home"], spec, follow, as_json, list(after))
+
+
+def state_filter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> set[str] | None:
+    """``--state running,queued`` -> a set; an unknown state is a usage error naming it."""
+    from macgpt.client.status_view import parse_states
+
+    try:
+        return parse_states(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--state: ")) from None
 
 
 @main.command()
 @click.argument("job", type=click.IntRange(1), required=False)
 @click.option("--json", "as_json", is_flag=True, help="the documented JSON schema (see README)")
+@click.option("--state", "states", callback=state_filter, metavar="S[,S...]",
+              help="only jobs in these states, e.g. running,queued")
+@click.option("--name", metavar="GLOB", default=None, help="only jobs whose name matches, e.g. 'exp-*'")
 @click.pass_context
 @input_errors
-def status(ctx: click.Context, job: int | None, as_json: bool) -> int:
-    """Jobs, their state and why, progress, speed, resources, and what the governor does."""
+def status(ctx: click.Context, job: int | None, as_json: bool, states: set[str] | None, name: str | None) -> int:
+    """Jobs, their state and why, progress, speed, disk use, resources, and what the governor does
+    (read from the home when the daemon is down)."""
     from macgpt.client import jobs
 
-    return jobs.status(ctx.obj["home"], job, as_json)
+    return jobs.status(ctx.obj["home"], job, as_json, states, name)
 
 
 @main.command()
@@ -169,16 +201,17 @@ def logs(ctx: click.Context, job: int | None, follow: bool, as_json: bool) -> in
 def _control_command(name: str, doc: str) -> None:
     @main.command(name=name, help=doc)
     @click.argument("job", type=click.IntRange(1))
+    @click.option("--json", "as_json", is_flag=True, help="print the answer as one JSON object")
     @click.pass_context
     @input_errors
-    def command(ctx: click.Context, job: int) -> int:
+    def command(ctx: click.Context, job: int, as_json: bool) -> int:
         from macgpt.client import jobs
 
-        return jobs.control(ctx.obj["home"], name, job)
+        return jobs.control(ctx.obj["home"], name, job, as_json)
 
 
 _control_command("pause", "Pause JOB at its next step boundary (a queued job is held back).")
-_control_command("resume", "Resume a paused JOB.")
+_control_command("resume", "Resume a paused JOB, or continue a cancelled or failed one from its last checkpoint.")
 _control_command("cancel", "Cancel JOB (a running worker saves a checkpoint first).")
 _control_command("checkpoint", "Make a running JOB write a checkpoint now.")
 
@@ -197,6 +230,12 @@ def limits(ctx: click.Context, max_cpu: float | None, max_memory: float | None, 
 
     return jobs.limits(ctx.obj["home"], {"max_cpu": max_cpu, "max_memory": max_memory,
                                          "on_battery": on_battery}, as_json)
+
+
+train.help = (train.help or "") + presets_help()
+submit.help = (submit.help or "") + presets_help()
+
+from macgpt.client import cli_more  # noqa: E402,F401  (registers ls, rm, prune, wait, completion)
 
 
 def run() -> None:

@@ -133,7 +133,7 @@ class Client:
         events: list[dict[str, Any]] = []
         while True:
             r = self.call("history", {"job": job, "after": after, "limit": 5000})
-            events.extend(r["events"])
+            events.extend({**ev, "job": job} for ev in r["events"])  # as live events carry it
             # a page ends at 5,000 events or half a MiB, whichever comes first; last_seq says if more exist
             if not r["events"] or r["events"][-1]["seq"] >= r.get("last_seq", 0):
                 return r["state"], events

@@ -3,9 +3,9 @@ checkpoint, limits. Each is a plain function returning an exit code."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,9 @@ import click
 from macgpt.client import render
 from macgpt.client.connection import Client, DaemonNotRunning, RemoteError
 from macgpt.client.exitcodes import Exit
-from macgpt.client.render import fmt_bytes
+from macgpt.client.offline_home import OFFLINE_NOTE, OfflineHome
+from macgpt.client.surface import emit_json, job_ref
+from macgpt.jobfiles import disk_usage
 from macgpt.paths import layout
 from macgpt.protocol import FINISHED
 
@@ -45,32 +47,49 @@ def remote(f: Any) -> Any:
 
 
 @remote
-def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool) -> int:
+def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool, after: list[int] | None = None) -> int:
     client = _client(home)
     overrides = {**spec.train.__dict__, **spec.model.__dict__}
     result = client.call("submit", {
         "config": spec.config, "overrides": overrides, "data": list(spec.data),
         "eval_data": list(spec.eval_data), "name": spec.name, "limits": spec.own_limits,
         "manifest": spec.manifest,
+        **({"after": after} if after else {}),
     })
-    if as_json and not follow:
-        print(json.dumps(result, ensure_ascii=False))
-        return Exit.OK
-    if not follow:
-        click.echo(result["job"])
-        return Exit.OK
-    click.echo(f"job {result['job']} queued ({result['name']}, position {result['position']})", err=True)
-    return _follow(client, result["job"], as_json)
+    answer = job_ref(result["job"], **{k: v for k, v in result.items() if k != "job"})
+    if as_json:
+        emit_json(answer)  # with --follow, the first line; the events follow
+    elif not follow:
+        click.echo(answer["id"])
+    else:
+        click.echo(f"job {answer['id']} queued ({answer['name']}, position {answer['position']})", err=True)
+    return _follow(client, answer["id"], as_json) if follow else Exit.OK
+
+
+def offline(home: str | None, read: Callable[[OfflineHome], Any]) -> Any:
+    """``read`` of the home read directly, after saying so in one line on stderr."""
+    lay = layout(home)
+    click.echo(OFFLINE_NOTE.format(home=lay.home), err=True)
+    book = OfflineHome(lay)
+    try:
+        return read(book)
+    finally:
+        book.close()
 
 
 @remote
 def logs(home: str | None, job: int | None, follow: bool, as_json: bool) -> int:
     client = _client(home)
-    if job is None:
-        job = _latest(client)
-    if follow:
-        return _follow(client, job, as_json)
-    _state, events = client._history(job, 0)
+    try:
+        if job is None:
+            job = _latest(client)
+        if follow:
+            return _follow(client, job, as_json)
+        _state, events = client._history(job, 0)
+    except DaemonNotRunning:
+        if follow:
+            raise
+        events = offline(home, lambda book: book.history(book.get(job)["id"]))
     for ev in events:
         _print_event(ev, as_json)
     return Exit.OK
@@ -85,7 +104,7 @@ def _latest(client: Client) -> int:
 
 def _print_event(ev: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(ev, ensure_ascii=False), flush=True)
+        emit_json(ev)
         return
     line = render.event_line(ev["kind"], ev["data"])
     if line:
@@ -109,12 +128,23 @@ def _follow(client: Client, job: int, as_json: bool) -> int:
             else:
                 _print_event(ev, as_json)
     except KeyboardInterrupt:
-        click.echo(f"\nstopped following; job {job} keeps running (macgpt logs {job} -f)", err=True)
-        return Exit.OK
+        click.echo(f"\nstopped following; {_now_state(client, job)} (macgpt logs {job} -f)", err=True)
+        return Exit.INTERRUPTED
     finally:
         if bar is not None:
             bar.close()
     return Exit.OK if final_state in (None, "completed") or final_state not in FINISHED else Exit.FAILURE
+
+
+def _now_state(client: Client, job: int) -> str:
+    """"job 4 keeps running", "job 4 is paused (user)": what the job does now, in words."""
+    try:
+        j = client.call("status", {"job": job}, timeout=3.0)["jobs"][0]
+    except (DaemonNotRunning, RemoteError):
+        return f"job {job}: state unknown (the daemon did not answer)"
+    if j["state"] in ("running", "starting", "queued"):
+        return f"job {job} keeps {'running' if j['state'] != 'queued' else 'its place in the queue'}"
+    return f"job {job} is {j['state']}" + (f" ({j['reason']})" if j.get("reason") else "")
 
 
 class _ProgressBar:
@@ -123,8 +153,10 @@ class _ProgressBar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = Console()
+        self.narrow = self.console.width < 110  # step and loss first; the rest when there is room
         self.progress = Progress(
-            TextColumn(f"job {job}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn(f"job {job}"), MofNCompleteColumn(), BarColumn(bar_width=16 if self.narrow else 40),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"), console=self.console, transient=False,
         )
         self.task = self.progress.add_task("train", total=None, info="starting")
@@ -136,8 +168,9 @@ class _ProgressBar:
         if ev["kind"] == "governor":
             self.governor = str(d.get("state") or "")
         if ev["kind"] == "metrics":
-            info = (f"loss {d['loss']:.3f} | {d['steps_per_s']:.1f} steps/s | threads {d['threads']} "
-                    f"| batch {d['micro_batch']}/{d['batch_size']}")
+            info = f"loss {d['loss']:.3f} | {d['steps_per_s']:.1f} steps/s"
+            if not self.narrow:
+                info += f" | threads {d['threads']} | batch {d['micro_batch']}/{d['batch_size']}"
             if self.governor:
                 info += f" | {self.governor}"
             self.progress.update(self.task, total=d["max_steps"], completed=d["step"], info=info)
@@ -150,52 +183,59 @@ class _ProgressBar:
         self.progress.stop()
 
 
+def status_answer(home: str | None, job: int | None) -> dict[str, Any]:
+    """The daemon's status answer (or the home's, read directly when it is down) with disk use added."""
+    lay = layout(home)
+    try:
+        r = _client(home).call("status", {"job": job} if job else {})
+        r["daemon"].setdefault("running", True)
+    except DaemonNotRunning:
+        r = offline(home, lambda book: book.status(job))
+    for j in r["jobs"]:
+        j["disk_bytes"] = disk_usage(lay.job_dir(j["id"]))
+    r["disk_total"] = disk_usage(lay.jobs) if job is None else sum(j["disk_bytes"] for j in r["jobs"])
+    return r
+
+
 @remote
-def status(home: str | None, job: int | None, as_json: bool) -> int:
-    r = _client(home).call("status", {"job": job} if job else {})
+def status(home: str | None, job: int | None, as_json: bool, states: set[str] | None = None,
+           name: str | None = None, compact: bool = False) -> int:
+    from macgpt.client import status_view
+
+    r = status_answer(home, job)
+    shown = status_view.select(r["jobs"], states, name)
     if as_json:
-        print(json.dumps(r, ensure_ascii=False, default=str))
+        emit_json({**r, "jobs": shown})
         return Exit.OK
-    d = r["daemon"]
-    lim = d["limits"]
-    governor = (d.get("governor") or {}).get("message")
-    click.echo(f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}; limits: CPU ≤ {lim['max_cpu']:g}%, "
-               f"memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}" + (f"; {governor}" if governor else ""))
+    width = render.terminal_width()
+    if not compact:
+        click.echo(status_view.header_line(r, r["jobs"], width))
     if not r["jobs"]:
         click.echo("no jobs yet: macgpt submit tiny")
-        return Exit.OK
-    rows = []
-    for j in r["jobs"]:
-        state = j["state"] + (f" ({j['reason']})" if j.get("reason") else "")
-        batch = "-" if j["batch_size"] is None else (
-            f"{j['micro_batch']}/{j['batch_size']}" if j["micro_batch"] != j["batch_size"] else str(j["batch_size"]))
-        rows.append([
-            str(j["id"]), j["name"], j["config"], state if len(state) <= 48 else state[:47] + "…",
-            f"{j['step']}/{j['max_steps']}", render.fmt_num(j["loss"], 3), render.fmt_num(j["eval_loss"], 3),
-            "-" if j["steps_per_s"] is None else f"{j['steps_per_s']:.1f}/s",
-            "-" if j["threads"] is None else str(j["threads"]), batch,
-            "-" if j.get("cpu_percent") is None else f"{j['cpu_percent']:.0f}%",
-            "-" if j["rss"] is None else fmt_bytes(j["rss"]), render.fmt_duration(j["checkpoint_age"]),
-        ])
-    click.echo(render.table(["ID", "NAME", "CONFIG", "STATE", "STEP", "LOSS", "EVAL", "SPEED", "THREADS", "BATCH",
-                             "CPU", "MEM", "CKPT AGE"], rows))
-    for j in r["jobs"]:
-        if j.get("governor"):
-            click.echo(f"job {j['id']}: {j['governor']}")
-        if j.get("preparing"):
-            click.echo(f"job {j['id']}: preparing: {render.progress_text(j['preparing'])}")
-        if j.get("warning") and j["state"] not in ("completed", "cancelled"):
-            click.echo(f"job {j['id']}: ⚠ {j['warning']}")
-        if len(j.get("reason") or "") > 48 and j["state"] not in ("completed",):
-            click.echo(f"job {j['id']}: {j['state']}: {j['reason']}")
+    elif not shown:
+        click.echo("no job matches the filter")
+    elif compact:
+        click.echo(status_view.ls_lines(shown, width))
+    else:
+        click.echo("\n".join(status_view.status_lines(r, shown, width)))
     return Exit.OK
 
 
 @remote
-def control(home: str | None, cmd: str, job: int) -> int:
-    r = _client(home).call(cmd, {"job": job}, timeout=60.0 if cmd == "checkpoint" else None)
-    if cmd == "checkpoint":
+def control(home: str | None, cmd: str, job: int, as_json: bool = False) -> int:
+    client = _client(home)
+    if cmd == "resume":
+        state = client.call("status", {"job": job})["jobs"][0]["state"]
+        if state in ("cancelled", "failed"):
+            cmd = "requeue"  # continue from its last checkpoint
+    r = client.call(cmd, {"job": job}, timeout=60.0 if cmd == "checkpoint" else None)
+    if as_json:
+        emit_json(job_ref(job, **{k: v for k, v in r.items() if k != "job"}))
+    elif cmd == "checkpoint":
         click.echo(f"job {job}: checkpoint at step {r['step']} → {r['path']}")
+    elif cmd == "requeue":
+        where = f"from step {r['from_step']}" if r.get("from_step") else "from the start (no checkpoint)"
+        click.echo(f"job {job}: {r['state']}; it continues {where}")
     else:
         click.echo(f"job {job}: {r['state']}")
     return Exit.OK
@@ -204,11 +244,11 @@ def control(home: str | None, cmd: str, job: int) -> int:
 @remote
 def limits(home: str | None, changes: dict[str, Any], as_json: bool) -> int:
     r = _client(home).call("limits", {k: v for k, v in changes.items() if v is not None})
+    r["hard_memory"] = r["hard_memory"] or min(100.0, r["max_memory"] + 15)  # 0 means "max-memory + 15"
     if as_json:
-        print(json.dumps(r))
+        emit_json(r)
     else:
-        hard = r["hard_memory"] or min(100.0, r["max_memory"] + 15)
-        click.echo(f"max CPU {r['max_cpu']:g}% | max memory {r['max_memory']:g}% (hard {hard:g}%) "
+        click.echo(f"max CPU {r['max_cpu']:g}% | max memory {r['max_memory']:g}% (hard {r['hard_memory']:g}%) "
                    f"| on battery: {r['on_battery']} | hang after {r['hang_seconds']:g}s")
         for line in r.get("levers") or []:
             click.echo(f"  lever: {line}")
@@ -231,7 +271,10 @@ def sample(home: str | None, prompt: str, job: int | None, params: dict[str, Any
             sys.stdout.flush()
         streamed.append(result["text"])
 
-    r = client.call("sample", args, timeout=60.0, on_partial=piece)
+    try:
+        r = client.call("sample", args, timeout=60.0, on_partial=piece)
+    except DaemonNotRunning:
+        r = offline(home, lambda book: book.sample_source(job))
     if r.get("source") == "checkpoint":
         from macgpt.client import local
 
@@ -239,7 +282,7 @@ def sample(home: str | None, prompt: str, job: int | None, params: dict[str, Any
             click.echo(f"(job {r['job']} is {r['state']}: sampling from {r['path']})", err=True)
         return local.sample_model(Path(r["path"]), prompt, params, as_json)
     if as_json:
-        print(json.dumps(r, ensure_ascii=False))
+        emit_json({**r, "seed": params.get("seed")})
     else:
         if not streamed:
             sys.stdout.write(r["text"])

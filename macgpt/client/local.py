@@ -135,22 +135,30 @@ def configs(as_json: bool, max_memory: float) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 150)  # piped: do not squeeze the table
+    width = render.terminal_width()
+    console = Console(width=min(width, 150) if width < 10**6 else 150)  # piped: do not squeeze the table
     console.print("[bold]=== macgpt configuration self-test ===[/bold]")
     console.print(f"system: {info.get('platform')} · Python {info.get('python')} · {info.get('cpu_count')} cores "
                   f"({info.get('physical_cores')} physical) · memory {info.get('memory_gb')} GB, "
                   f"{info.get('available_memory_gb')} GB available", highlight=False)
+    narrow = console.width < 120  # an 80-column terminal: the columns that matter, numbers whole
+    cols = ("config", "params", "weights", "training est.", "fits") if narrow else (
+        "config", "shape", "block params", "total params", "weights", "training est.", "process est.",
+        "defaults", f"fits (≤{max_memory:g}% mem)")
     table = Table(show_header=True, header_style="bold")
-    for col in ("config", "shape", "block params", "total params", "weights", "training est.",
-                "process est.", "defaults", f"fits (≤{max_memory:g}% mem)"):
-        table.add_column(col)
+    for col in cols:
+        table.add_column(col, no_wrap=narrow)
     for r in rows:
+        fits = "✅ yes" if r["fits"] else "❌ no"
+        if narrow:
+            table.add_row(r["name"], f"{r['params_total']:,}", fmt_bytes(r["weights_bytes"]),
+                          fmt_bytes(r["training_bytes"]), fits)
+            continue
         table.add_row(
             r["name"], f"{r['n_layer']}x{r['n_embd']}, {r['n_head']} heads, ctx {r['block_size']}, vocab {r['vocab_size']}",
             f"{r['params_block']:,}", f"{r['params_total']:,}", fmt_bytes(r["weights_bytes"]),
             fmt_bytes(r["training_bytes"]), fmt_bytes(r["process_bytes"]),
-            f"{r['steps']} steps, batch {r['batch_size']}, lr {r['lr']:g}",
-            "✅ yes" if r["fits"] else "❌ no",
+            f"{r['steps']} steps, batch {r['batch_size']}, lr {r['lr']:g}", fits,
         )
     console.print(table)
     console.print(f"current use: CPU {usage['cpu_percent']:.1f}%, memory {usage['memory_percent']:.1f}%")
@@ -166,6 +174,18 @@ def check_prompt(prompt: str) -> str:
     if not prompt.strip():
         raise click.UsageError("the prompt is empty")
     return prompt
+
+
+def choose_seed(params: dict[str, Any], as_json: bool) -> int:
+    """A fresh random seed unless one was given; said on stderr (in --json it is a field) so a text
+    can be repeated with --seed."""
+    if params.get("seed") is None:
+        import secrets
+
+        params["seed"] = secrets.randbelow(2**31)
+        if not as_json:
+            click.echo(f"(seed {params['seed']}; --seed {params['seed']} repeats this text)", err=True)
+    return int(params["seed"])
 
 
 def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool) -> int:
@@ -198,7 +218,8 @@ def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool)
     if as_json:
         print(json.dumps({"text": result.text, "completion": result.completion, "tokens": result.tokens,
                           "stopped": result.stopped, "truncated_prompt": result.truncated_prompt,
-                          "model": str(loaded.path), "step": loaded.step, "source": "checkpoint"},
+                          "model": str(loaded.path), "step": loaded.step, "source": "checkpoint",
+                          "seed": params.get("seed")},
                          ensure_ascii=False))
     else:
         sys.stdout.write("\n")

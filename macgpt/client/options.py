@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 FIELD_OPTIONS = {  # option name -> config field
     "steps": "steps", "batch_size": "batch_size", "lr": "lr", "block_size": "block_size",
-    "seed": "seed", "threads": "threads", "device": "device",
+    "seed": "seed", "threads": "threads", "device": "device", "init_from": "init_from",
 }
 
 
@@ -39,6 +39,8 @@ def job_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", metavar="N", help="random seed"),
         click.option("--threads", metavar="N", help="pin the CPU thread count (0: all cores)"),
         click.option("--device", metavar="NAME", help="auto, cpu, mps or cuda"),
+        click.option("--init-from", metavar="JOB|FILE", help="start from a job's (or checkpoint file's) weights, "
+                     "shape and tokenizer, e.g. to fine-tune on new data; optimizer and schedule start fresh"),
         click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
                      help="any model or training field, e.g. --set n_embd=128; repeatable"),
         click.option("--name", default="", help="a name for the job (letters, digits, . _ -)"),
@@ -132,3 +134,66 @@ class SampleArg(click.ParamType):
             return protocol.COMMANDS["sample"][self.name].check("sample", self.name, number)
         except protocol.ProtocolError as e:
             self.fail(e.message.removeprefix("sample: "), param, ctx)
+
+
+def check_device(spec: JobSpec) -> None:
+    """Refuse an explicit ``--device`` this machine cannot use now, instead of a worker failing later.
+    torch is imported only for an explicit accelerator, so the usual submit stays fast."""
+    device = spec.train.device
+    if device not in ("cuda", "mps"):
+        return
+    from macgpt.errors import ConfigError
+
+    try:
+        import torch
+    except ImportError:  # the client is installed without torch: the worker will say
+        return
+    ok = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if not ok:
+        raise ConfigError(f"--device {device}: no {device.upper()} device is available on this machine "
+                          f"(PyTorch {torch.__version__}); use --device auto or --device cpu")
+
+
+def presets_help() -> str:
+    """The presets and their defaults, for the --help of train and submit."""
+    from macgpt.config.presets import PRESETS
+
+    lines = ["\n\n\b\nCONFIG is one of:"]
+    for p in PRESETS.values():
+        m, t = p.model, p.train
+        lines.append(f"  {p.name:<9} {m.n_layer} layer(s) x {m.n_embd}, context {m.block_size}; "
+                     f"{t.steps} steps, batch {t.batch_size}, lr {t.lr:g}")
+    return "\n".join(lines)
+
+
+def resolve_init_from(opts: dict[str, Any], home: str | None) -> None:
+    """``--init-from 3`` or ``--init-from FILE`` -> the absolute path of a checkpoint that verifies,
+    in place; ConfigError naming the value otherwise."""
+    value = opts.get("init_from")
+    if not value:
+        return
+    from pathlib import Path
+
+    from macgpt.ckptformat import CheckpointError, verify_file
+    from macgpt.errors import ConfigError
+
+    if value.isdigit():
+        from macgpt.client.connection import RemoteError
+        from macgpt.client.jobs import status_answer
+        from macgpt.jobfiles import best_checkpoint
+        from macgpt.paths import layout
+
+        try:
+            job = status_answer(home, int(value))["jobs"][0]
+        except RemoteError as e:
+            raise ConfigError(f"--init-from {value}: {e.message}") from None
+        path = best_checkpoint(layout(home).job_dir(job["id"]), job["state"])
+        if path is None:
+            raise ConfigError(f"--init-from {value}: job {value} ({job['state']}) has no checkpoint yet")
+    else:
+        path = Path(value).expanduser().resolve()
+    try:
+        verify_file(path)
+    except CheckpointError as e:
+        raise ConfigError(f"--init-from {value}: {str(e).removeprefix(f'{path}: ')}") from None
+    opts["init_from"] = str(path)

@@ -105,6 +105,8 @@ def setup_line(d: dict[str, Any]) -> str | None:
                 f"{d['tokens']:,} training tokens ({d['chunks_per_epoch']} chunks per epoch)")
     if phase == "resumed":
         return f"↩️  resumed from step {d['step']}: {d['path']}"
+    if phase == "initialized":
+        return f"🌱 weights from {d['path']} (trained {d['from_step']} steps); a fresh optimizer and schedule"
     return None
 
 
@@ -129,3 +131,42 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+def fit_table(headers: list[str], rows: list[list[str]], width: int, drop_order: list[str],
+              shrink: tuple[str, ...] = (), floor: int = 16) -> str:
+    """``table`` narrowed to ``width`` columns: the ``shrink`` columns are cut (with an ellipsis) down
+    to ``floor`` characters, then the columns in ``drop_order`` go, first to last, until it fits."""
+    keep = list(range(len(headers)))
+    drops = [headers.index(h) for h in drop_order if h in headers]
+
+    def render() -> str:
+        return table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows])
+
+    def over() -> int:
+        return max(map(len, render().splitlines())) - width
+
+    for name in shrink:
+        excess = over()
+        if excess <= 0 or name not in headers or not rows:
+            continue
+        i = headers.index(name)
+        longest = max(len(headers[i]), *(len(r[i]) for r in rows))
+        limit = max(len(headers[i]), floor, longest - excess)
+        rows = [[c if j != i or len(c) <= limit else c[: limit - 1] + "…" for j, c in enumerate(r)] for r in rows]
+    while drops and over() > 0:
+        keep.remove(drops.pop(0))
+    return render()
+
+
+def terminal_width() -> int:
+    """$COLUMNS, else the terminal's width; piped output is not narrowed."""
+    import os
+    import shutil
+    import sys
+
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((100, 24)).columns
+    return 10**6

@@ -95,6 +95,8 @@ class TrainConfig:
     eval_tokens: int = _f(65536, Bound(int, 0, 2**40, help="tokens of an evenly spread evaluation sample (0: every token)"))
     tokenizer_sample_mb: float = _f(32.0, Bound(float, 0.0, 1e6, lo_open=True,
                                          help="MB of text, evenly spread, that the tokenizer is trained on"))
+    init_from: str = _f("", Bound(str, help="start from this checkpoint's weights, shape and tokenizer "
+                                          "(a fresh optimizer and schedule); empty: random weights"))
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}

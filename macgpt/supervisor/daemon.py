@@ -24,7 +24,7 @@ from macgpt.config.limits import Limits
 from macgpt.log import get
 from macgpt.paths import Layout
 from macgpt.protocol import ErrorCode, JobState, ProtocolError
-from macgpt.supervisor import handlers
+from macgpt.supervisor import handlers, housekeeping
 from macgpt.supervisor.bus import EventBus
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.governance import Governance, queue_reason, same_wait
@@ -273,7 +273,7 @@ class Daemon:
                     continue  # cancelled (or otherwise moved on) while it waited: cancel is final
                 self._transition(job_id, JobState.QUEUED, "memory is back", queue_order=job.get("queue_order", 0) - 1e9)
         active, position = len(self.runners), 0
-        for job in self.store.queued():
+        for job in housekeeping.ready(self, self.store.queued()):  # --after jobs done
             waiting = self.governance.why_wait() if active < self.max_concurrent else None
             if active < self.max_concurrent and waiting is None:
                 self._start(job["id"])

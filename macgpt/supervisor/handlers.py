@@ -9,16 +9,15 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from macgpt import __version__, protocol
-from macgpt.ckptformat import checkpoint_files
 from macgpt.config.job import build_spec
 from macgpt.config.schema import ConfigError
 from macgpt.data.sources import Manifest, changed_files
 from macgpt.errors import DataError
 from macgpt.fsutil import atomic_write_text
+from macgpt.jobfiles import best_checkpoint, no_checkpoint_message
 from macgpt.protocol import FINISHED, ErrorCode, JobState, ProtocolError
 from macgpt.supervisor import levers
 
@@ -96,9 +95,10 @@ def daemon_info(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str,
 
 @handler("submit")
 def submit(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]:
-    """Queue a job: {config, overrides?, data?, eval_data?, name?, limits?, manifest?} -> {job, name, position}.
-    The client validated the data files; here only a ``stat`` of each checks they are unchanged
-    (the daemon's loop never reads training data). Nothing is queued when anything is wrong."""
+    """Queue a job: {config, overrides?, data?, eval_data?, name?, limits?, manifest?, after?} ->
+    {job, name, position}. The client validated the data files; here only a ``stat`` of each checks
+    they are unchanged (the daemon's loop never reads training data). Nothing is queued when anything
+    is wrong."""
     try:
         own = args.get("limits") or {}
         limits = daemon.governance.base.updated(own)
@@ -107,7 +107,9 @@ def submit(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
         spec = dataclasses.replace(spec, manifest=checked_manifest(spec, args.get("manifest") or {}))
     except (ConfigError, DataError, KeyError, TypeError, ValueError) as e:
         raise ProtocolError(ErrorCode.INVALID, str(e)) from None
+    after = housekeeping.check_after(daemon, args.get("after") or [])
     job_id = daemon.store.create(spec.name, spec.config, spec.to_dict(), spec.train.steps)
+    daemon.store.set_after(job_id, after)
     daemon._job_event(job_id, "state", {"state": "queued", "reason": None, "config": spec.config})
     position = len(daemon.store.queued())
     return {"job": job_id, "name": spec.name, "config": spec.config, "position": position,
@@ -273,20 +275,10 @@ def sample(daemon: Daemon, args: dict[str, Any], reply: Reply) -> Any:
 
         if runner.request("sample", params, done, chunk) is not None:
             return DEFERRED
-    path = _best_checkpoint(daemon.lay.job_dir(job["id"]), job)
+    path = best_checkpoint(daemon.lay.job_dir(job["id"]), job["state"])
     if path is None:
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"job {job['id']} ({job['state']}) has no checkpoint yet; try again in a moment")
+        raise ProtocolError(ErrorCode.NOT_FOUND, no_checkpoint_message(job["id"], job["state"]))
     return {"source": "checkpoint", "path": str(path), "job": job["id"], "state": job["state"]}
-
-
-def _best_checkpoint(job_dir: Path, job: dict[str, Any]) -> Path | None:
-    final = job_dir / "final_model.pt"
-    if job["state"] == JobState.COMPLETED and final.exists():
-        return final
-    ckpts = checkpoint_files(job_dir)
-    if ckpts:
-        return ckpts[0][1]
-    return final if final.exists() else None
 
 
 @handler("limits")
@@ -314,5 +306,9 @@ def shutdown(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, An
     daemon.stopping = True
     return {"stopping": True, "running": sorted(daemon.runners)}
 
+
+from macgpt.supervisor import housekeeping  # noqa: E402
+
+HANDLERS.update(housekeeping.HANDLERS)
 
 assert set(HANDLERS) == set(protocol.COMMANDS), "every protocol command needs a handler"

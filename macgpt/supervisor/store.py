@@ -17,7 +17,7 @@ from typing import Any
 
 from macgpt.protocol import FINISHED, TRANSITIONS, JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: job_after (a v1 database gains the table at the first open)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL,
     data TEXT NOT NULL,
     PRIMARY KEY (job, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_after (
+    job INTEGER NOT NULL,
+    after INTEGER NOT NULL,
+    PRIMARY KEY (job, after)
 ) WITHOUT ROWID;
 """
 PROGRESS_FIELDS = frozenset({"step", "loss", "eval_loss", "checkpoint", "checkpoint_step", "checkpoint_time",
@@ -237,3 +242,25 @@ class JobStore:
             (job_id, after, limit),
         ).fetchall()
         return [{"seq": r["seq"], "t": r["t"], "kind": r["kind"], "data": json.loads(r["data"])} for r in rows]
+
+    # -- housekeeping (issue 13) --------------------------------------------------------------------
+    def delete(self, job_id: int) -> None:
+        """Forget a job: its row and its events, in one transaction (ids are never reused)."""
+        with self.tx() as db:
+            db.execute("DELETE FROM events WHERE job = ?", (job_id,))
+            db.execute("DELETE FROM job_after WHERE job = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def set_after(self, job_id: int, after: Iterable[int]) -> None:
+        """The jobs ``job_id`` runs after (`submit --after`)."""
+        with self.tx() as db:
+            db.executemany("INSERT OR IGNORE INTO job_after (job, after) VALUES (?, ?)", [(job_id, a) for a in after])
+
+    def after(self, job_id: int) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT after FROM job_after WHERE job = ? ORDER BY after", (job_id,))]
+
+    def set_steps(self, job_id: int, spec: dict[str, Any], max_steps: int) -> None:
+        """A finished job's spec with a new step total (`macgpt extend`)."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET spec = ?, max_steps = ?, updated = ? WHERE id = ?",
+                       (json.dumps(spec, ensure_ascii=False), max_steps, time.time(), job_id))

@@ -43,6 +43,11 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, em
     if state is not None:
         check_same_data(state, c, ckpt_path, spec)
     tok_path = job_dir / "tokenizer.json"
+    init, init_model = (None, None)
+    if state is None and spec.train.init_from:  # a new job from another model's weights
+        from macgpt.worker.initfrom import load_init
+
+        init, init_model = load_init(spec.train.init_from, job_dir)
     if state is not None and not tok_path.exists():
         atomic_write_text(tok_path, state["tokenizer_json"])  # never a half-written tokenizer
     tokenizer, origin = dataprep.tokenizer(spec, c, tok_path, cache_dir, emit)
@@ -50,7 +55,7 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, em
          sha256=tokenizer.sha256[:12])
 
     train_tokens, eval_tokens = dataprep.token_files(c, tokenizer, (cache_dir or job_dir) / "tokens", emit)
-    model_cfg = dataclasses.replace(spec.model, vocab_size=tokenizer.vocab_size)
+    model_cfg = dataclasses.replace(init_model or spec.model, vocab_size=tokenizer.vocab_size)
     device = resolve_device(spec.train.device)
     trainer = Trainer(model_cfg, spec.train, tokenizer, train_tokens, eval_tokens, device)
     trainer.corpus = c.identity
@@ -59,6 +64,9 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, em
          token_file=str(train_tokens.path), chunks_per_epoch=trainer.batcher.chunks_per_epoch(),
          params=trainer.model.num_params(), params_block=trainer.model.num_params(True))
 
+    if init is not None:
+        trainer.model.load_state_dict(init["model"])
+        note("initialized", path=spec.train.init_from, from_step=init["step"])
     if state is not None:
         check_resumable(state, trainer, ckpt_path)
         trainer.load_state_dict(state)

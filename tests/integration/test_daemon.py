@@ -47,8 +47,10 @@ def daemon(home: Path) -> Iterator[Path]:
 def test_submit_follow_sample_status_stop(daemon: Path) -> None:
     r = cli("submit", "tiny", "--steps", "30", *FAST_JOB, "--name", "first", "--follow", "--json", timeout=180)
     assert r.returncode == 0, r.stderr
-    events = [json.loads(line) for line in r.stdout.splitlines()]
+    answer, *events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert answer["id"] == 1 and answer["name"] == "first"  # the submit answer first, on stdout too
     seqs = [e["seq"] for e in events]
+    assert all(e["job"] == 1 for e in events)
     assert seqs == list(range(1, len(seqs) + 1))  # history then live: no gap, no duplicate
     kinds = [e["kind"] for e in events]
     assert kinds[-1] == "state" and events[-1]["data"]["state"] == "completed"
@@ -71,7 +73,7 @@ def test_submit_follow_sample_status_stop(daemon: Path) -> None:
     assert info["running"] and info["home"] == str(daemon)
     stop = subprocess.run([MACGPTD, "stop"], capture_output=True, text=True, timeout=60)
     assert stop.returncode == 0 and "stopped" in stop.stdout
-    assert cli("status").returncode == 3
+    assert cli("pause", "1").returncode == 3  # reading works offline (test_cli_everyday); acting does not
 
 
 def test_live_job_controls_and_restart_with_a_queue(daemon: Path) -> None:
@@ -125,11 +127,14 @@ def _workers(home: Path) -> list[int]:
 
 
 def test_every_verb_without_a_daemon_exits_3(home: Path) -> None:
-    for args in (["status"], ["logs", "1"], ["logs", "1", "-f"], ["submit", "tiny"], ["pause", "1"], ["resume", "1"],
-                 ["cancel", "1"], ["checkpoint", "1"], ["limits"], ["sample", "你好"]):
+    for args in (["logs", "1", "-f"], ["submit", "tiny"], ["pause", "1"], ["resume", "1"], ["cancel", "1"],
+                 ["checkpoint", "1"], ["limits"], ["rm", "1"], ["prune"], ["wait", "1"]):
         r = cli(*args, timeout=20)
         assert r.returncode == 3, (args, r.returncode, r.stderr)
         assert "macgptd start" in r.stderr, args
+    for args, code in ((["status"], 0), (["ls"], 0), (["logs", "1"], 2), (["sample", "你好"], 2)):  # read the home
+        r = cli(*args, timeout=20)
+        assert r.returncode == code and "daemon not running" in r.stderr, (args, r.returncode, r.stderr)
     r = subprocess.run([MACGPTD, "status"], capture_output=True, text=True)
     assert r.returncode == 3
 
