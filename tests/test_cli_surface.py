@@ -67,7 +67,10 @@ def test_help_names_the_presets_with_their_defaults_and_every_sample_option_has_
     assert code == 0
     for preset in ("tiny", "small", "original"):
         assert f"  {preset} " in out
-    assert "200 steps, batch 48" in out
+    from macgpt.config.presets import PRESETS
+
+    tiny = PRESETS["tiny"].train
+    assert f"{tiny.steps} steps, batch {tiny.batch_size}" in out
     sample = main.commands["sample"]
     assert all(p.help for p in sample.params if hasattr(p, "help") and p.name != "prompt"), \
         [p.name for p in sample.params if not getattr(p, "help", "x")]
@@ -158,7 +161,7 @@ def test_completion_scripts() -> None:
 
 def test_data_messages_say_what_is_wrong(tmp_path: Path) -> None:
     code, _, err = invoke("submit", "tiny", "--data", str(tmp_path))
-    assert code == 2 and "is a directory, not a data file" in err and "(none)" not in err, err
+    assert code == 2 and "directory holds no data files" in err and "(none)" not in err, err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": "unterminated\n', encoding="utf-8")
     code, _, err = invoke("submit", "tiny", "--data", str(bad))
