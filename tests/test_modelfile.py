@@ -53,8 +53,9 @@ def test_tensors_that_do_not_match_the_config_are_named(tmp_path: Path) -> None:
     state = small_state()
     state["model"] = dict(state["model"])
     name = next(k for k in state["model"] if k.endswith("mlp.fc.weight"))
-    state["model"][name] = torch.zeros(3, 5)
-    with pytest.raises(CheckpointError, match=rf"tensor '{name}' is \(3, 5\)"):
+    rows, cols = state["model"][name].shape
+    state["model"][name] = torch.zeros(cols, rows)  # as many bytes, the wrong shape
+    with pytest.raises(CheckpointError, match=rf"tensor '{name}' is \({cols}, {rows}\)"):
         offline.load_model(write(tmp_path, state))
     state = small_state()
     state["model"] = {k: v for k, v in state["model"].items() if not k.endswith("ln_f.weight")}
