@@ -92,7 +92,8 @@ def test_bad_line_two_million_is_reported_in_bounded_memory(tmp_path: Path) -> N
         time.sleep(0.02)
     out = json.loads(proc.stdout.read())
     proc.stdout.close()
-    assert out["problems"] == [f"{p}:2000001:18: invalid JSON: Expecting ',' delimiter"]
+    assert out["problems"] == [f"{p}:2000001:18: invalid JSON (expecting ',' delimiter at column 18); "
+                               'each line must be one object like {"text": "..."}']
     assert 0 < peak < 80e6, peak  # the file is 150+ MB; a streaming reader holds a line at a time
 
 

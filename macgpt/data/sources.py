@@ -138,7 +138,8 @@ def _jsonl_text(where: str, line: str) -> tuple[str | None, str | None]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        return None, f"{where}:{e.colno}: invalid JSON: {e.msg}"
+        return None, (f"{where}:{e.colno}: invalid JSON ({e.msg.lower()} at column {e.colno}); each line "
+                      'must be one object like {"text": "..."}')
     if not isinstance(obj, dict):
         return None, f"{where}:1: expected a JSON object like {{\"text\": \"...\"}}, got {type(obj).__name__}"
     if "text" not in obj:
