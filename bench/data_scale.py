@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--cap-mb", type=float, default=4.0, help="tokenizer sample cap for the bench (default 4 MB)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=2000)
+    ap.add_argument("--jobs-only", action="store_true", help="only the `macgpt train` measurements")
     args = ap.parse_args()
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     src = shared_corpus()
@@ -98,6 +99,10 @@ def main() -> None:
     from macgpt.worker.batches import joined
 
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.jobs_only:
+        with tempfile.TemporaryDirectory(prefix="macgpt-bench-") as tmp:
+            print(json.dumps(job_runs(src, max(sizes), Path(tmp))))
+        return
     results: dict[str, object] = {"sizes_mb": sizes, "threads": args.threads, "cap_mb": args.cap_mb}
     with tempfile.TemporaryDirectory(prefix="macgpt-bench-") as tmp:
         work = Path(tmp)
@@ -150,6 +155,32 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "data_scale.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results))
+
+
+def job_runs(src: Path, mb: int, work: Path) -> dict[str, object]:
+    """`macgpt train original` as a user runs it: start to first step of a second job on an
+    already encoded corpus against the built-in data, and the worker's peak RSS of each (the
+    worker's own ``ru_maxrss``, reported in the summary)."""
+    big = make_corpus(src, mb, work / f"job{mb}.jsonl", 11)
+    env = {**os.environ, "MACGPT_HOME": str(work / "home")}
+
+    def run(name: str, *data: str) -> tuple[float, float]:
+        cmd = [str(Path(sys.executable).parent / "macgpt"), "train", "original", "--steps", "3", "--max-cpu", "100",
+               "--set", "sample_interval=0", "--out", str(work / name), "--json", *data]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800).stdout.splitlines()
+        ev = [json.loads(x) for x in out if x.startswith("{")]
+        t = {e["event"]: e["time"] for e in reversed(ev) if "time" in e}
+        return t["started"] - t["spawned"], ev[-1]["peak_rss"] / 1e6
+
+    run("first", "--data", str(big))  # builds the tokenizer and the token file
+    second, rss_big = run("second", "--data", str(big))
+    builtin, rss_builtin = run("builtin")
+    print(f"second job on {mb} MB: start to first step {second:.1f}s vs built-in {builtin:.1f}s -> "
+          f"{second / builtin:.2f}x (target <= 1.3); worker peak RSS {rss_big:.0f} MB vs {rss_builtin:.0f} MB -> "
+          f"{rss_big / rss_builtin:.2f}x (target <= 1.15)", flush=True)
+    return {"jobs": {"mb": mb, "second_start_s": round(second, 2), "builtin_start_s": round(builtin, 2),
+                     "start_ratio": round(second / builtin, 3), "peak_rss_mb": round(rss_big, 1),
+                     "builtin_peak_rss_mb": round(rss_builtin, 1), "rss_ratio": round(rss_big / rss_builtin, 3)}}
 
 
 def prepare_all(spec: Any, where: Path, quiet: Any) -> Any:
