@@ -3,6 +3,7 @@ damage, the constant-memory order of big corpora, the evaluation sample, and the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,19 @@ def test_eval_sample_is_bounded_fixed_and_spread(tmp_path: Path) -> None:
     assert next(x for x, _ in eval_batches(stream, 64, 16, limit=6400)).tolist() == picked[0].tolist()
     firsts = torch.cat(picked)[:, 0].tolist()
     assert firsts[0] == 0 and firsts[-1] > 90_000  # spread over the whole stream, not its head
+
+
+def test_tokenizer_sample_is_bounded_and_spread_over_the_whole_corpus(tmp_path: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    with open(big, "w", encoding="utf-8") as f:
+        for i in range(40_000):
+            f.write(json.dumps({"text": f"第{i:05d}行：床前明月光，疑是地上霜。"}, ensure_ascii=False) + "\n")
+    spec = build_spec("tiny", {"tokenizer_sample_mb": 0.1}, data=[str(big)], eval_data=[str(REAL_CHAT / "eval.jsonl")])
+    c = dataprep.corpora(spec)
+    assert c.train.text_bytes > 10 * 100_000
+    sample = list(dataprep._sample(c, 100_000))
+    size = sum(len(t.encode()) for t in sample)
+    assert 50_000 < size < 150_000, size
+    rows = [int(t[1:6]) for t in sample]
+    assert rows[0] < 200 and rows[-1] > 39_000 and rows == sorted(rows)
+    assert list(dataprep._sample(c, 100_000)) == sample  # the same sample every time

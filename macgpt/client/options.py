@@ -92,8 +92,8 @@ def check_data(spec: JobSpec) -> JobSpec:
     train = validate(list(spec.data) or [builtin_path(BUILTIN_TRAIN)], progress)
     evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
     ev = validate(evals, progress) if evals else None
-    if progress is not None:
-        click.echo("", err=True)
+    if getattr(progress, "shown", False):
+        click.echo("", err=True)  # end the progress line
     return dataclasses.replace(spec, manifest={"train": train.to_dict(), "eval": ev.to_dict() if ev else None})
 
 
@@ -111,6 +111,7 @@ def _progress_line() -> Callable[[int, int], None] | None:
             rate = done / max(1e-9, time.monotonic() - t0) / 1e6
             click.echo(f"\rvalidating data: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB ({rate:.0f} MB/s)",
                        nl=False, err=True)
+            show.shown = True  # type: ignore[attr-defined]
 
     return show
 

@@ -260,6 +260,28 @@ def texts_of(manifest: Manifest) -> Iterator[str]:
         yield from parse(Path(f.path), [])
 
 
+def texts_in_range(path: Path, start: int, nbytes: int) -> Iterator[str]:
+    """The texts of the whole lines beginning in ``[start, start + nbytes)`` of an uncompressed
+    file (a sample from the middle of a big file without reading what comes before)."""
+    jsonl = _kind(path) == "jsonl"
+    with open(path, "rb") as f:
+        f.seek(start)
+        if start:
+            f.readline()  # the rest of a line that began before the range
+        while f.tell() < start + nbytes:
+            data = f.readline()
+            if not data:
+                return
+            try:
+                line = data.decode("utf-8").lstrip("\ufeff")
+            except UnicodeDecodeError:
+                continue
+            if line.strip():
+                text = _jsonl_text("", line.rstrip("\r\n"))[0] if jsonl else line.strip()
+                if text is not None:
+                    yield text
+
+
 def changed_files(manifest: Manifest) -> list[str]:
     """Files that are gone or whose size or modification time differ from the manifest (cheap
     ``stat`` checks only: the daemon and a restarted worker use this)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from macgpt.config.job import JobSpec
 from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
-from macgpt.data.sources import Manifest, changed_files, texts_of, validate
+from macgpt.data.sources import Manifest, changed_files, parse, texts_in_range, texts_of, validate
 from macgpt.errors import DataError
 from macgpt.worker import tokencache
 from macgpt.worker.batches import joined
@@ -70,23 +70,33 @@ def corpora(spec: JobSpec) -> Corpora:
     return Corpora(train, ev, holdout)
 
 
+SAMPLE_SPANS = 256  # evenly spread places a big file's tokenizer sample is read from
+
+
 def _sample(c: Corpora, cap_bytes: int) -> Iterator[str]:
-    """Every k-th training text, k chosen so the sample is about ``cap_bytes``."""
-    stride = max(1, math.ceil(c.train.text_bytes / cap_bytes))
-    i = 0
-    for text in texts_of(c.train):
-        if c.holdout and held_out(text):
-            continue
-        if i % stride == 0:
-            yield text
-        i += 1
+    """Training texts for the tokenizer: all of them up to ``cap_bytes``; beyond, about
+    ``cap_bytes`` read from ``SAMPLE_SPANS`` evenly spread places of each file (whose share is
+    its size), so the time does not grow with the corpus. A .gz file cannot be entered in the
+    middle: it is read through, keeping every k-th text."""
+    big = c.train.text_bytes > cap_bytes
+    total = sum(f.size for f in c.train.files)
+    for f in c.train.files:
+        if big and not f.path.lower().endswith(".gz"):
+            quota = cap_bytes * f.size // max(1, total)
+            span = max(1, quota // SAMPLE_SPANS)
+            step = max(span, f.size // SAMPLE_SPANS)
+            texts: Iterator[str] = (t for start in range(0, f.size, step) for t in texts_in_range(Path(f.path), start, span))
+        else:
+            stride = max(1, math.ceil(c.train.text_bytes / cap_bytes))
+            texts = (t for i, t in enumerate(parse(Path(f.path), [])) if i % stride == 0)
+        yield from (t for t in texts if not (c.holdout and held_out(t)))
 
 
 def tokenizer(spec: JobSpec, c: Corpora, job_path: Path, cache_dir: Path | None,
               emit: Emit) -> tuple[BPETokenizer, str]:
     cap = int(spec.train.tokenizer_sample_mb * 1e6)
-    stride = max(1, math.ceil(c.train.text_bytes / cap))
-    sample_id = hashlib.sha256(f"{c.key('train')}|stride={stride}".encode()).hexdigest()
+    rule = f"spans={SAMPLE_SPANS},cap={cap}" if c.train.text_bytes > cap else "all"
+    sample_id = hashlib.sha256(f"{c.key('train')}|sample={rule}".encode()).hexdigest()
     total = min(c.train.text_bytes, cap)
     rate = Rate(total)
 

@@ -54,11 +54,14 @@ def test_real_corpus_and_tokenizer_reuse(home: Path, tmp_path: Path) -> None:
     origins = [e["origin"] for e in events if e["event"] == "setup" and e.get("phase") == "tokenizer"]
     assert origins == ["trained"]
     assert events[-1]["eval_loss"] > events[-1]["train_loss"] - 1.0  # held-out text is harder
-    train_only = ["--data", str(REAL_CHAT / "train.jsonl")]  # no eval data: nothing to evaluate
-    code, events, err = run_json(["train", "tiny", "--steps", "2", "--out", str(tmp_path / "b"), *train_only, *SMALL_RUN])
+    code, events, err = run_json(["train", "tiny", "--steps", "2", "--out", str(tmp_path / "b"), *data, *SMALL_RUN])
     assert code == 0, err
     assert [e["origin"] for e in events if e.get("phase") == "tokenizer"] == ["cache"]
-    assert events[-1]["eval_loss"] is None
+    train_only = ["--data", str(REAL_CHAT / "train.jsonl")]  # no eval data: ~2% held out by hash
+    code, events, err = run_json(["train", "tiny", "--steps", "2", "--out", str(tmp_path / "c"), *train_only, *SMALL_RUN])
+    assert code == 0, err
+    data_note = next(e for e in events if e.get("phase") == "data")
+    assert data_note["holdout"] is True and events[-1]["eval_loss"] is not None
 
 
 def test_bad_input_is_refused_before_anything_runs(home: Path, tmp_path: Path) -> None:
