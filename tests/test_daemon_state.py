@@ -127,3 +127,14 @@ def test_a_worker_message_missing_a_field_is_dropped_at_the_channel(daemon: Daem
     for msg in bad:
         with pytest.raises(protocol.ProtocolError, match="worker event"):
             protocol.parse_worker_event(protocol.pack(msg))
+
+
+def test_nothing_is_scheduled_while_state_changes_wait_for_the_database(daemon: Daemon) -> None:
+    """Item 7: the queue read from a database that is behind is stale; starting from it could start
+    a job twice, so the scheduler waits until the held-back changes are written."""
+    jid = handlers.submit(daemon, {"config": "tiny"}, None)["job"]
+    daemon.pending_transitions.append((jid, JobState.PAUSED, "user", {}))
+    daemon._schedule()
+    assert not daemon.runners
+    daemon._retry_transitions()
+    assert daemon.store.get(jid)["state"] == JobState.PAUSED

@@ -264,7 +264,7 @@ class Daemon:
             self._transition(job_id, JobState.FAILED, f"the worker stopped unexpectedly ({reason or ended})")
 
     def _schedule(self) -> None:
-        if self.stopping:
+        if self.stopping or self.pending_transitions:  # the database is behind: never start from stale states
             return
         for job_id in list(self.governance.evicted):
             if self.governance.memory_back(job_id):
@@ -396,6 +396,9 @@ class Daemon:
             self.tcp_auth.close()
         for path in ("control.sock", "events.sock", "workers.sock"):
             (self.lay.runtime / path).unlink(missing_ok=True)
+        self._retry_transitions()
+        if self.pending_transitions:
+            log.error("state_changes_not_written", pending=[(j, str(st), r) for j, st, r, _ in self.pending_transitions])
         self._backup()
         self.store.close()
         log.info("daemon_stopped")
