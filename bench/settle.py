@@ -33,7 +33,7 @@ class Job(Macgpt):
 
     def wait_training(self, timeout: float = 300) -> None:
         end = time.monotonic() + timeout
-        while len(self.kinds("metrics")) < 2:
+        while not self.kinds("started"):  # held stopped on a busy machine it may never report a metric
             if time.monotonic() > end or self.proc.poll() is not None:
                 raise SystemExit(f"the job did not start training: {self.events[-3:]}")
             time.sleep(0.2)

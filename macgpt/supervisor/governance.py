@@ -242,6 +242,8 @@ class Governance:
         if j is None:
             return out
         j = dataclasses.replace(j, user_paused=j.user_paused or paused)  # the user's word counts at once
+        if not j.training and not j.user_paused:
+            out.update(governor="setting up: governed from the first step", governor_state="setup")
         if j.user_paused:
             out.update(governor="paused by you: not governed until resumed", governor_state="paused", duty=None)
         held = j.user_paused or j.mem_paused or (j.training and j.duty == 0.0)
