@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from macgpt import protocol
+from macgpt import metricsfile, protocol
 from macgpt.config.job import JobSpec
 from macgpt.config.limits import Limits
 from macgpt.log import get
@@ -314,6 +314,7 @@ class Daemon:
         log.info("governor_" + kind, **data)
         if isinstance(job, int):
             self.bus.emit(job, kind, data)
+            metricsfile.record_governor(self.lay.job_dir(job), data)
 
     # -- shutdown -------------------------------------------------------------------------------
     def _shutdown(self, poller: zmq.Poller) -> None:
