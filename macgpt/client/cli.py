@@ -95,7 +95,7 @@ def sample_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("prompt")
 @click.option("--job", type=click.IntRange(1), default=None, help="job id (default: the most recent job)")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
-              help="sample from this checkpoint file instead of a job")
+              help="sample from this checkpoint file (or `macgpt export` directory) instead of a job")
 @sample_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with the text")
 @click.pass_context
@@ -196,6 +196,50 @@ def limits(ctx: click.Context, max_cpu: float | None, max_memory: float | None, 
 
     return jobs.limits(ctx.obj["home"], {"max_cpu": max_cpu, "max_memory": max_memory,
                                          "on_battery": on_battery}, as_json)
+
+
+# -- issue 14: metrics, plots ------------------------------------------------------------------
+@main.command()
+@click.argument("job")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row instead of JSON lines")
+@click.pass_context
+@input_errors
+def metrics(ctx: click.Context, job: str, as_csv: bool) -> int:
+    """Print JOB's metrics file (a job id, or a `macgpt train` run directory): one record per
+    logged step, evaluation, pause and governor decision."""
+    from macgpt.client import observe
+
+    return observe.metrics(ctx.obj["home"], job, as_csv)
+
+
+@main.command()
+@click.argument("jobs", nargs=-1, required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG file to write (default: loss.png in the first job's directory)")
+@click.pass_context
+@input_errors
+def plot(ctx: click.Context, jobs: tuple[str, ...], out: Path | None) -> int:
+    """Plot train and eval loss against step for one or more JOBS (overlaid), with tokens/s and
+    CPU below and the governor's throttles and pauses shaded; prints the PNG's path."""
+    from macgpt.client import observe
+
+    return observe.plot(ctx.obj["home"], jobs, out)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="write model.safetensors, tokenizer.json, config.json and README.md here")
+@click.option("--tensorboard", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="write the metrics as TensorBoard event files here (needs macgpt[tensorboard])")
+@click.pass_context
+@input_errors
+def export(ctx: click.Context, job: str, out: Path | None, tensorboard: Path | None) -> int:
+    """Export JOB's model (final, else newest checkpoint) for `sample --model DIR` and `evaluate`,
+    and/or its metrics for TensorBoard."""
+    from macgpt.client import export as exporter
+
+    return exporter.export(ctx.obj["home"], job, out, tensorboard)
 
 
 def run() -> None:
