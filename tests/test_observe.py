@@ -117,3 +117,13 @@ def test_tensorboard_export_round_trips_through_tensorboards_reader(home: Path) 
     assert [w for _, _, w in got] == [r["t"] for r in train]
     assert [(s, v) for s, v, _ in series("loss/eval")] == [(50, 7.5), (100, 7.0), (150, 6.5), (200, 6.0)]
     assert [v for _, v, _ in series("governor/level")] == [0.0, 1.0, 0.0]
+
+
+def test_the_status_sparkline_comes_from_the_metrics_file(tmp_path: Path) -> None:
+    from macgpt.client.observe import loss_line
+
+    assert loss_line(tmp_path) is None
+    line = loss_line(fake_run(tmp_path), width=20)
+    assert line.startswith("loss ") and line.endswith(" 7.333 → 4.167")
+    bars = line.split()[1]
+    assert len(bars) == 20 and bars[0] == "█" and bars[-1] == "▁" and list(bars) == sorted(bars, reverse=True)

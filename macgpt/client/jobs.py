@@ -72,7 +72,20 @@ def logs(home: str | None, job: int | None, follow: bool, as_json: bool) -> int:
     _state, events = client._history(job, 0)
     for ev in events:
         _print_event(ev, as_json)
+    _sparklines(home, [job], as_json)
     return Exit.OK
+
+
+def _sparklines(home: str | None, jobs: list[int], as_json: bool) -> None:
+    """On a terminal, one loss sparkline per job from its metrics file."""
+    if as_json or not sys.stdout.isatty():
+        return
+    from macgpt.client.observe import loss_line
+
+    for job in jobs:
+        line = loss_line(layout(home).job_dir(job))
+        if line:
+            click.echo(f"job {job}: {line}")
 
 
 def _latest(client: Client) -> int:
@@ -183,6 +196,7 @@ def status(home: str | None, job: int | None, as_json: bool) -> int:
             click.echo(f"job {j['id']}: ⚠ {j['warning']}")
         if len(j.get("reason") or "") > 48 and j["state"] not in ("completed",):
             click.echo(f"job {j['id']}: {j['state']}: {j['reason']}")
+    _sparklines(home, [j["id"] for j in r["jobs"]], as_json)
     return Exit.OK
 
 

@@ -78,18 +78,22 @@ def draw(runs: Sequence[Run], out: Path, title: str | None = None) -> Path:
                          marker="o", ms=4, label=f"{run.label} eval")
         ax_speed.plot(steps, [(r.get("tokens_per_s") or 0) / 1000 for r in train], color=color, lw=1)
         ax_cpu.plot(steps, [r.get("cpu_percent") for r in train], color=color, lw=1)
+        # one job: spans over the whole height; several: a strip per job along the bottom
+        band = (0.0, 1.0) if len(runs) == 1 else (0.025 * i, 0.025 * (i + 1))
         if len(train) >= 2:
             for t0, t1, kind in stretches(run.metrics.records):
                 s0, s1 = _step_at(train, t0), _step_at(train, t1)
                 if s1 <= s0:
                     s1 = s0 + max(1.0, 0.004 * (steps[-1] - steps[0]))  # a pause takes no steps: show it anyway
                 for ax in (ax_loss, ax_speed, ax_cpu):
-                    ax.axvspan(s0, s1, color=color if kind == "throttled" else "0.4",
-                               alpha=0.12 if kind == "throttled" else 0.3, lw=0,
+                    ax.axvspan(s0, s1, *band, color=color if kind == "throttled" else "0.4",
+                               alpha=(0.12 if len(runs) == 1 else 0.5) if kind == "throttled" else 0.3, lw=0, zorder=0,
                                hatch=None if kind == "throttled" else "//")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(fontsize=8, loc="upper right")
-    ax_loss.set_title(title or "training loss (shaded: throttled; hatched grey: paused or stopped)", fontsize=10)
+    where = "shaded" if len(runs) == 1 else "strips at the bottom, one per job"
+    ax_loss.set_title(title or f"training loss ({where}: throttled in the job's colour; hatched grey: paused or stopped)",
+                      fontsize=10)
     ax_speed.set_ylabel("K tokens/s")
     ax_cpu.set_ylabel("CPU % (machine)")
     ax_cpu.set_xlabel("step")
