@@ -160,6 +160,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "eval_data": Arg(list, max_len=256, items=str),
         "name": Arg(str, max_len=64),
         "limits": Arg(dict),
+        "hooks": Arg(dict),  # {notify?: bool, on_finish?: str}: see supervisor/notify.py
     },
     "status": {"job": OPT_JOB},
     "history": {"job": JOB, "after": Arg(int, lo=0, hi=2**62), "limit": Arg(int, lo=1, hi=10_000)},

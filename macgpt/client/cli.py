@@ -127,17 +127,23 @@ def evaluate(model: Path, data: tuple[str, ...], as_json: bool) -> int:
 
 @main.command()
 @job_options
+@click.option("--notify/--no-notify", default=False, envvar="MACGPT_NOTIFY",
+              help="a desktop notification when the job completes or fails (default: $MACGPT_NOTIFY)")
+@click.option("--on-finish", metavar="CMD", default=None,
+              help="shell command run once when the job ends (env: MACGPT_JOB_ID, MACGPT_JOB_STATE, MACGPT_FINAL_LOSS, "
+                   "MACGPT_MODEL_PATH, ...)")
 @click.option("--follow", is_flag=True, help="follow the job to its end (progress bar on a terminal)")
 @click.option("--json", "as_json", is_flag=True, help="print the answer (or, with --follow, each event) as JSON")
 @click.pass_context
 @input_errors
-def submit(ctx: click.Context, follow: bool, as_json: bool, **opts: Any) -> int:
+def submit(ctx: click.Context, follow: bool, as_json: bool, notify: bool, on_finish: str | None, **opts: Any) -> int:
     """Queue a training job of CONFIG on the daemon; prints the job id."""
     from macgpt.client import jobs
 
     spec = spec_from_options(opts)
     check_data(spec)
-    return jobs.submit(ctx.obj["home"], spec, follow, as_json)
+    hooks = {"notify": notify, "on_finish": on_finish} if notify or on_finish else None
+    return jobs.submit(ctx.obj["home"], spec, follow, as_json, hooks=hooks)
 
 
 @main.command()

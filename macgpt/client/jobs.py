@@ -45,13 +45,16 @@ def remote(f: Any) -> Any:
 
 
 @remote
-def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool) -> int:
+def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool, hooks: dict[str, Any] | None = None) -> int:
     client = _client(home)
     overrides = {**spec.train.__dict__, **spec.model.__dict__}
-    result = client.call("submit", {
+    args = {
         "config": spec.config, "overrides": overrides, "data": list(spec.data),
         "eval_data": list(spec.eval_data), "name": spec.name, "limits": spec.own_limits,
-    })
+    }
+    if hooks:
+        args["hooks"] = hooks
+    result = client.call("submit", args)
     if as_json and not follow:
         print(json.dumps(result, ensure_ascii=False))
         return Exit.OK

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from macgpt.config.limits import Limits
 from macgpt.log import get
 from macgpt.paths import Layout
 from macgpt.protocol import ErrorCode, JobState, ProtocolError
-from macgpt.supervisor import handlers
+from macgpt.supervisor import handlers, notify
 from macgpt.supervisor.bus import EventBus
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.governance import Governance
@@ -286,6 +287,10 @@ class Daemon:
             return False
         self.bus.emit(job_id, "state", {"state": str(state), "reason": reason})
         log.info("job_state", job=job_id, state=str(state), reason=reason)
+        if state in protocol.FINISHED:
+            job = self.store.get(job_id)
+            if job:
+                notify.job_finished(job, self.lay.job_dir(job_id), sys.platform)
         return True
 
     def _job_event(self, job_id: int, kind: str, data: dict[str, Any]) -> None:

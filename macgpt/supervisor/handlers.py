@@ -19,6 +19,7 @@ from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
 from macgpt.data.texts import DataError, load_corpus
 from macgpt.fsutil import atomic_write_text
 from macgpt.protocol import FINISHED, ErrorCode, JobState, ProtocolError
+from macgpt.supervisor.notify import check_hooks
 
 if TYPE_CHECKING:
     from macgpt.supervisor.daemon import Daemon
@@ -105,9 +106,11 @@ def submit(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
         evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
         if evals:
             load_corpus(evals)
-    except (ConfigError, DataError) as e:
+        hooks = check_hooks(args["hooks"]) if "hooks" in args else None
+    except (ConfigError, DataError, ValueError) as e:
         raise ProtocolError(ErrorCode.INVALID, str(e)) from None
-    job_id = daemon.store.create(spec.name, spec.config, spec.to_dict(), spec.train.steps)
+    stored = {**spec.to_dict(), "hooks": hooks} if hooks else spec.to_dict()
+    job_id = daemon.store.create(spec.name, spec.config, stored, spec.train.steps)
     daemon._job_event(job_id, "state", {"state": "queued", "reason": None, "config": spec.config})
     position = len(daemon.store.queued())
     return {"job": job_id, "name": spec.name, "config": spec.config, "position": position,
