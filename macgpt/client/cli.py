@@ -37,10 +37,16 @@ def input_errors(f: Callable[..., int]) -> Callable[..., None]:
 @click.version_option(__version__, prog_name="macgpt")
 @click.option("--home", envvar="MACGPT_HOME", type=click.Path(file_okay=False), default=None,
               help="macgpt's data directory (default: $MACGPT_HOME or the platform's user data dir)")
+@click.option("--lang", type=click.Choice(("zh", "en")), envvar="MACGPT_LANG", default=None,
+              help="language of log lines, the progress bar and status (default: $MACGPT_LANG, else the locale)")
 @click.pass_context
-def main(ctx: click.Context, home: str | None) -> None:
+def main(ctx: click.Context, home: str | None, lang: str | None) -> None:
     """Train tiny GPT models on your laptop without making it unresponsive."""
     ctx.obj = {"home": home}
+    if lang:
+        import os
+
+        os.environ["MACGPT_LANG"] = lang  # read by client/lines.py wherever a line is rendered
 
 
 @main.command()

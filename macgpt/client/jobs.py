@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from macgpt.client import render
+from macgpt.client import lines, render
 from macgpt.client.connection import Client, DaemonNotRunning, RemoteError
 from macgpt.client.exitcodes import Exit
 from macgpt.client.render import fmt_bytes
@@ -137,12 +137,15 @@ class _ProgressBar:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        self.lang = lines.current()
         self.console = Console()
         self.progress = Progress(
-            TextColumn(f"job {job}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn(f"任务 {job}" if self.lang == "zh" else f"job {job}"), BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"), console=self.console, transient=False,
         )
-        self.task = self.progress.add_task("train", total=None, info="starting")
+        starting = "启动中" if self.lang == "zh" else "starting"
+        self.task = self.progress.add_task("train", total=None, info=starting)
         self.progress.start()
         self.governor = ""
 
@@ -151,13 +154,10 @@ class _ProgressBar:
         if ev["kind"] == "governor":
             self.governor = str(d.get("state") or "")
         if ev["kind"] == "metrics":
-            info = (f"loss {d['loss']:.3f} | {d['steps_per_s']:.1f} steps/s | threads {d['threads']} "
-                    f"| batch {d['micro_batch']}/{d['batch_size']}")
-            if self.governor:
-                info += f" | {self.governor}"
+            info = lines.progress_info(d, self.governor, self.lang)
             self.progress.update(self.task, total=d["max_steps"], completed=d["step"], info=info)
         elif ev["kind"] == "state":
-            self.progress.update(self.task, info=d["state"] + (f" ({d['reason']})" if d.get("reason") else ""))
+            self.progress.update(self.task, info=lines.event_line("state", d, self.lang) or d["state"])
 
     def close(self) -> None:
         self.progress.stop()
