@@ -75,3 +75,24 @@ def test_the_language_comes_from_the_option_then_the_environment_then_the_locale
     assert lines.pick(None, {"LC_ALL": "zh_CN.UTF-8", "LANG": "en_US.UTF-8"}) == "zh"
     assert lines.pick(None, {"LANG": "de_DE.UTF-8"}) == "en"
     assert lines.pick(None, {"LANG": "C.UTF-8"}) == "zh"  # no language named: the guide's own
+
+
+def test_the_generation_test_prompt_is_the_start_of_a_held_out_text(tmp_path: Path) -> None:
+    from macgpt.config.job import build_spec
+    from macgpt.data.texts import load_corpus
+    from macgpt.worker.setup import BUILTIN_PROMPT, held_out_prompt, prepare
+
+    from .conftest import REAL_CHAT
+
+    held_out = load_corpus([str(REAL_CHAT / "eval.jsonl")]).texts
+    assert held_out_prompt(held_out) == "<|im_start|>看过《我是山"
+    assert held_out_prompt(["  The cat sat on the mat."]) == "The cat sat"
+    assert held_out_prompt([]) == BUILTIN_PROMPT
+    train, ev = [str(REAL_CHAT / "train.jsonl")], [str(REAL_CHAT / "eval.jsonl")]
+    quiet = lambda *a, **k: None  # noqa: E731
+    own = build_spec("tiny", {"steps": 1, "vocab_size": 400}, train, ev)
+    assert prepare(own, tmp_path, None, quiet).cfg.sample_prompt == held_out_prompt(held_out)
+    chosen = build_spec("tiny", {"steps": 1, "vocab_size": 400, "sample_prompt": "你好"}, train, ev)
+    assert prepare(chosen, tmp_path, None, quiet).cfg.sample_prompt == "你好"
+    builtin = build_spec("tiny", {"steps": 1, "vocab_size": 400})
+    assert prepare(builtin, tmp_path / "b", None, quiet).cfg.sample_prompt == BUILTIN_PROMPT

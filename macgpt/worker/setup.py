@@ -26,6 +26,20 @@ class ResumeError(Exception):
     """The job directory holds a checkpoint this job cannot continue from."""
 
 
+BUILTIN_PROMPT = "你好，"
+TURN = "<|im_start|>"
+
+
+def held_out_prompt(texts: list[str] | tuple[str, ...], chars: int = 6, words: int = 3) -> str:
+    """The start of the first held-out text: its turn marker (if any) and a few characters, or a
+    few words where the text is written with spaces (English)."""
+    text = next((t.strip() for t in texts if t.strip()), BUILTIN_PROMPT)
+    marker = TURN if text.startswith(TURN) else ""
+    body = text[len(marker):].lstrip()
+    start = " ".join(body.split()[:words]) if body.isascii() and " " in body else body[:chars]
+    return marker + start
+
+
 def corpora(spec: JobSpec) -> tuple[Corpus, Corpus | None]:
     train_files = list(spec.data) or [builtin_path(BUILTIN_TRAIN)]
     eval_files = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
@@ -56,7 +70,10 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note) ->
     eval_stream = token_stream(tokenizer, eval_corpus.texts) if eval_corpus else None
     model_cfg = dataclasses.replace(spec.model, vocab_size=tokenizer.vocab_size)
     device = resolve_device(spec.train.device)
-    trainer = Trainer(model_cfg, spec.train, tokenizer, train_stream, eval_stream, device)
+    train_cfg = spec.train
+    if spec.data and train_cfg.sample_prompt == BUILTIN_PROMPT:  # own data, no --prompt: speak its language
+        train_cfg = dataclasses.replace(train_cfg, sample_prompt=held_out_prompt((eval_corpus or train_corpus).texts))
+    trainer = Trainer(model_cfg, train_cfg, tokenizer, train_stream, eval_stream, device)
     note("model", device=device.type, threads=trainer.threads,
          tokens=int(train_stream.numel()),
          eval_tokens=int(eval_stream.numel()) if eval_stream is not None else 0,
