@@ -85,10 +85,11 @@ def _sparklines(home: str | None, jobs: list[int], as_json: bool) -> None:
         return
     from macgpt.client.observe import loss_line
 
+    zh = lines.current() == "zh"
     for job in jobs:
-        line = loss_line(layout(home).job_dir(job))
+        line = loss_line(layout(home).job_dir(job), label=lines.W["zh" if zh else "en"]["loss"])
         if line:
-            click.echo(f"job {job}: {line}")
+            click.echo(f"任务 {job}：{line}" if zh else f"job {job}: {line}")
 
 
 def _latest(client: Client) -> int:

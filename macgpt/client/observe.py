@@ -77,7 +77,7 @@ def sparkline(values: Sequence[float | None], width: int = 24) -> str:
     return "".join(" " if v is None else BARS[min(len(BARS) - 1, int((v - lo) / span * len(BARS)))] for v in vals)
 
 
-def loss_line(job_dir_: Path, width: int = 24) -> str | None:
+def loss_line(job_dir_: Path, width: int = 24, label: str = "loss") -> str | None:
     """``loss ▇▆▅▄▃▂▁ 7.31 → 3.26`` from a job's metrics file, or None when it has no steps yet."""
     path = metricsfile.path_in(job_dir_)
     if not path.exists():
@@ -86,4 +86,4 @@ def loss_line(job_dir_: Path, width: int = 24) -> str | None:
     known = [v for v in losses if v is not None]
     if not known:
         return None
-    return f"loss {sparkline(losses, width)} {known[0]:.3f} → {known[-1]:.3f}"
+    return f"{label} {sparkline(losses, width)} {known[0]:.3f} → {known[-1]:.3f}"
