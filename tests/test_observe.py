@@ -127,3 +127,10 @@ def test_the_status_sparkline_comes_from_the_metrics_file(tmp_path: Path) -> Non
     assert line.startswith("loss ") and line.endswith(" 7.333 → 4.167")
     bars = line.split()[1]
     assert len(bars) == 20 and bars[0] == "█" and bars[-1] == "▁" and list(bars) == sorted(bars, reverse=True)
+
+
+def test_a_restart_from_a_checkpoint_plots_each_step_once_the_latest_kept() -> None:
+    from macgpt.client.plot import latest_per_step
+
+    records = [{"step": 10, "loss": 5.0}, {"step": 20, "loss": 4.0}, {"step": 10, "loss": 4.9}, {"step": 20, "loss": 3.9}]
+    assert latest_per_step(records) == [{"step": 10, "loss": 4.9}, {"step": 20, "loss": 3.9}]

@@ -52,6 +52,12 @@ def stretches(records: Sequence[dict[str, Any]]) -> list[tuple[float, float, str
     return spans
 
 
+def latest_per_step(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per step, the latest: a worker restarted from a checkpoint repeats the steps
+    after it, and the repeat is what the model kept."""
+    return sorted({r["step"]: r for r in records}.values(), key=lambda r: r["step"])
+
+
 def _step_at(train: list[dict[str, Any]], t: float) -> float:
     """The step a job was at, at time ``t``, interpolated between its train records."""
     import numpy as np
@@ -70,7 +76,7 @@ def draw(runs: Sequence[Run], out: Path, title: str | None = None) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run in enumerate(runs):
         color = colors[i % len(colors)]
-        train, evals = run.metrics.of("train"), run.metrics.of("eval")
+        train, evals = latest_per_step(run.metrics.of("train")), latest_per_step(run.metrics.of("eval"))
         steps = [r["step"] for r in train]
         ax_loss.plot(steps, [r.get("loss") for r in train], color=color, lw=1.2, label=f"{run.label} train")
         if evals:
@@ -82,7 +88,8 @@ def draw(runs: Sequence[Run], out: Path, title: str | None = None) -> Path:
         band = (0.0, 1.0) if len(runs) == 1 else (0.025 * i, 0.025 * (i + 1))
         if len(train) >= 2:
             for t0, t1, kind in stretches(run.metrics.records):
-                s0, s1 = _step_at(train, t0), _step_at(train, t1)
+                by_time = run.metrics.of("train")
+                s0, s1 = _step_at(by_time, t0), _step_at(by_time, t1)
                 if s1 <= s0:
                     s1 = s0 + max(1.0, 0.004 * (steps[-1] - steps[0]))  # a pause takes no steps: show it anyway
                 for ax in (ax_loss, ax_speed, ax_cpu):
