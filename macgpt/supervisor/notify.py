@@ -72,10 +72,11 @@ def reap() -> None:
 
 
 def job_finished(job: dict[str, Any], job_dir: Path, platform: str) -> None:
+    """Start the job's hooks; a hook that cannot start is logged, never raised into the daemon."""
     reap()
-    job_dir.mkdir(parents=True, exist_ok=True)  # a job cancelled in the queue never had one
-    hooks = json.loads(job.get("spec") or "{}").get("hooks") or {}
     try:
+        job_dir.mkdir(parents=True, exist_ok=True)  # a job cancelled in the queue never had one
+        hooks = json.loads(job.get("spec") or "{}").get("hooks") or {}
         if hooks.get("notify"):
             cmd = notifier(platform, *message(job))
             if cmd:
@@ -84,5 +85,5 @@ def job_finished(job: dict[str, Any], job_dir: Path, platform: str) -> None:
             env = {**os.environ, **finish_env(job, job_dir)}
             _spawn(["/bin/sh", "-c", hooks["on_finish"]], env, job_dir / "on_finish.log")
             log.info("on_finish_started", job=job["id"], command=hooks["on_finish"][:200])
-    except OSError as e:
-        log.warning("finish_hook_failed", job=job["id"], error=str(e))
+    except (OSError, ValueError, TypeError) as e:
+        log.warning("finish_hook_failed", job=job.get("id"), error=str(e))
