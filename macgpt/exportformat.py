@@ -72,7 +72,8 @@ def read_config(d: Path) -> dict[str, Any]:
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{d}: not an exported model (no {CONFIG}); make one with `macgpt export JOB --out DIR`") from None
+        raise CheckpointError(f"{d}: is a directory, not a checkpoint file nor an exported model (no {CONFIG}); "
+                              "make one with `macgpt export JOB --out DIR`") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT or cfg.get("version") != VERSION:
