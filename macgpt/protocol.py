@@ -166,6 +166,7 @@ COMMANDS: dict[str, dict[str, Arg]] = {
         "limits": Arg(dict),
         "manifest": Arg(dict),  # {"train", "eval"}: the files the client validated (data.sources)
         "after": Arg(list, max_len=100, items=int),  # job ids that must complete first (issue 13)
+        "hooks": Arg(dict),  # {notify?: bool, on_finish?: str}: see supervisor/notify.py
     },
     "status": {"job": OPT_JOB},
     "history": {"job": JOB, "after": Arg(int, lo=0, hi=2**62), "limit": Arg(int, lo=1, hi=10_000)},

@@ -94,3 +94,20 @@ def test_signal_style_stop_request_checkpoints(tmp_path: Path) -> None:
     link.poll = poll
     assert loop.run() == "stopped"
     assert checkpoint.load_latest(tmp_path)[0]["step"] == 7
+
+
+def test_the_run_keeps_a_metrics_file_of_train_eval_and_pause_records(tmp_path: Path) -> None:
+    from macgpt import metricsfile
+
+    tr = trainer(steps=30, log_interval=10, sample_interval=0, eval_interval=20, checkpoint_interval=0)
+    link = ScriptedLink(tr, {15: [{"cmd": "pause", "rid": 1, "args": {"reason": "cpu"}}]})
+    assert TrainingLoop(tr, tmp_path, link).run() == "completed"
+    m = metricsfile.read(metricsfile.path_in(tmp_path))
+    assert m.skipped == []
+    train = m.of("train")
+    assert [r["step"] for r in train] == [10, 20, 30]
+    assert [r["loss"] for r in train] == [x["loss"] for x in link.kinds("metrics")]
+    assert all(r["tokens_per_s"] > 0 and r["threads"] == 1 and r["batch_size"] == 4 and r["rss"] > 0 for r in train)
+    assert all(0 < r["cpu_percent"] <= 100 for r in train)
+    assert [(r["step"], r["eval_loss"] > 0) for r in m.of("eval")] == [(20, True), (30, True)]
+    assert [(r["state"], r["step"], r["message"]) for r in m.of("state")] == [("paused", 15, "cpu"), ("resumed", 15, None)]

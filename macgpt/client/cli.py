@@ -45,10 +45,16 @@ def input_errors(f: Callable[..., int]) -> Callable[..., None]:
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="macgpt")
 @click.option("--home", envvar="MACGPT_HOME", type=click.Path(file_okay=False), default=None, help=HOME_HELP)
+@click.option("--lang", type=click.Choice(("zh", "en")), envvar="MACGPT_LANG", default=None,
+              help="language of log lines, the progress bar and status (default: $MACGPT_LANG, else the locale)")
 @click.pass_context
-def main(ctx: click.Context, home: str | None) -> None:
+def main(ctx: click.Context, home: str | None, lang: str | None) -> None:
     """Train tiny GPT models on your laptop without making it unresponsive."""
     ctx.obj = {"home": home, **(ctx.obj or {})}
+    if lang:
+        import os
+
+        os.environ["MACGPT_LANG"] = lang  # read by client/lines.py wherever a line is rendered
 
 
 @main.command()
@@ -108,7 +114,7 @@ def sample_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("prompt")
 @click.option("--job", type=click.IntRange(1), default=None, help="job id (default: the most recent job)")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
-              help="sample from this checkpoint file instead of a job")
+              help="sample from this checkpoint file (or `macgpt export` directory) instead of a job")
 @sample_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with the text")
 @click.pass_context
@@ -144,11 +150,17 @@ def evaluate(model: Path, data: tuple[str, ...], as_json: bool, every: bool) -> 
 @job_options
 @click.option("--after", multiple=True, type=click.IntRange(1), metavar="JOB",
               help="start only when JOB has completed (fail if it fails); repeatable")
+@click.option("--notify/--no-notify", default=False, envvar="MACGPT_NOTIFY",
+              help="a desktop notification when the job completes or fails (default: $MACGPT_NOTIFY)")
+@click.option("--on-finish", metavar="CMD", default=None,
+              help="shell command run once when the job ends (env: MACGPT_JOB_ID, MACGPT_JOB_STATE, MACGPT_FINAL_LOSS, "
+                   "MACGPT_MODEL_PATH, ...)")
 @click.option("--follow", is_flag=True, help="follow the job to its end (progress bar on a terminal)")
 @click.option("--json", "as_json", is_flag=True, help="print the answer (or, with --follow, each event) as JSON")
 @click.pass_context
 @input_errors
-def submit(ctx: click.Context, after: tuple[int, ...], follow: bool, as_json: bool, **opts: Any) -> int:
+def submit(ctx: click.Context, after: tuple[int, ...], follow: bool, as_json: bool, notify: bool,
+           on_finish: str | None, **opts: Any) -> int:
     """Queue a training job of CONFIG on the daemon; prints the job id."""
     from macgpt.client import jobs
 
@@ -156,7 +168,8 @@ def submit(ctx: click.Context, after: tuple[int, ...], follow: bool, as_json: bo
     spec = spec_from_options(opts)
     spec = check_data(spec)
     check_device(spec)
-    return jobs.submit(ctx.obj["home"], spec, follow, as_json, list(after))
+    hooks = {"notify": notify, "on_finish": on_finish} if notify or on_finish else None
+    return jobs.submit(ctx.obj["home"], spec, follow, as_json, list(after), hooks=hooks)
 
 
 def state_filter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> set[str] | None:
@@ -230,6 +243,50 @@ def limits(ctx: click.Context, max_cpu: float | None, max_memory: float | None, 
 
     return jobs.limits(ctx.obj["home"], {"max_cpu": max_cpu, "max_memory": max_memory,
                                          "on_battery": on_battery}, as_json)
+
+
+# -- issue 14: metrics, plots ------------------------------------------------------------------
+@main.command()
+@click.argument("job")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row instead of JSON lines")
+@click.pass_context
+@input_errors
+def metrics(ctx: click.Context, job: str, as_csv: bool) -> int:
+    """Print JOB's metrics file (a job id, or a `macgpt train` run directory): one record per
+    logged step, evaluation, pause and governor decision."""
+    from macgpt.client import observe
+
+    return observe.metrics(ctx.obj["home"], job, as_csv)
+
+
+@main.command()
+@click.argument("jobs", nargs=-1, required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG file to write (default: loss.png in the first job's directory)")
+@click.pass_context
+@input_errors
+def plot(ctx: click.Context, jobs: tuple[str, ...], out: Path | None) -> int:
+    """Plot train and eval loss against step for one or more JOBS (overlaid), with tokens/s and
+    CPU below and the governor's throttles and pauses shaded; prints the PNG's path."""
+    from macgpt.client import observe
+
+    return observe.plot(ctx.obj["home"], jobs, out)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="write model.safetensors, tokenizer.json, config.json and README.md here")
+@click.option("--tensorboard", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="write the metrics as TensorBoard event files here (needs macgpt[tensorboard])")
+@click.pass_context
+@input_errors
+def export(ctx: click.Context, job: str, out: Path | None, tensorboard: Path | None) -> int:
+    """Export JOB's model (final, else newest checkpoint) for `sample --model DIR` and `evaluate`,
+    and/or its metrics for TensorBoard."""
+    from macgpt.client import export as exporter
+
+    return exporter.export(ctx.obj["home"], job, out, tensorboard)
 
 
 train.help = (train.help or "") + presets_help()

@@ -245,11 +245,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
         info = Client(lay, timeout=3.0).call("daemon_info")
     except DaemonNotRunning as e:
         if as_json:
-            print(json.dumps({"running": False, "home": str(lay.home)}))
+            print(json.dumps({"running": False, "home": str(lay.home), "service": _service_state(lay)}))
         else:
             click.echo(str(e), err=True)
+            click.echo(f"service: {_service_state(lay)}", err=True)
         sys.exit(Exit.NO_DAEMON)
     info["running"] = True
+    info["service"] = _service_state(lay)
     if as_json:
         print(json.dumps(info))
         return
@@ -259,6 +261,42 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"home:   {info['home']}\nsocket: {info['socket']}\nlog:    {info['log']}")
     click.echo(f"jobs running: {info['jobs_running'] or 'none'}; requests served {info['requests_served']}; "
                f"memory {info['rss'] / 2**20:.0f} MB")
+    click.echo(f"service: {info['service']}")
+
+
+def _service_state(lay: Layout) -> str:
+    import os
+
+    from macgpt.client import service
+
+    svc = service.service_for(sys.platform, lay.home, dict(os.environ))
+    return f"{service.installed(svc)} ({svc.path})"
+
+
+# -- issue 14: a login service ------------------------------------------------------------------
+@main.command()
+@click.option("--uninstall", is_flag=True, help="remove the service (stopping it first)")
+@click.option("--no-start", is_flag=True, help="only write (or remove) the file; do not call systemctl/launchctl")
+@click.pass_context
+def install(ctx: click.Context, uninstall: bool, no_start: bool) -> None:
+    """Run macgptd as a login service: a systemd user unit (Linux) or a LaunchAgent (macOS).
+
+    Idempotent: a second install changes nothing; `macgptd status` says whether it is installed.
+    """
+    import os
+
+    from macgpt.client import service
+
+    svc = service.service_for(sys.platform, _layout(ctx).home, dict(os.environ))
+    if uninstall:
+        removed, failed = service.uninstall(svc, not no_start)
+        click.echo(f"removed {svc.path}" if removed else f"not installed ({svc.path} does not exist)")
+    else:
+        changed, failed = service.install(svc, not no_start)
+        click.echo(f"{'wrote' if changed else 'already up to date:'} {svc.path}")
+        click.echo(f"note: {svc.note}")
+    for line in failed:
+        click.echo(f"warning: could not run, do it by hand: {line}", err=True)
 
 
 def run_main() -> None:

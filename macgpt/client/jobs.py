@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from macgpt.client import render
+from macgpt.client import lines, render
 from macgpt.client.connection import Client, DaemonNotRunning, RemoteError
 from macgpt.client.exitcodes import Exit
 from macgpt.client.offline_home import OFFLINE_NOTE, OfflineHome
@@ -47,15 +47,19 @@ def remote(f: Any) -> Any:
 
 
 @remote
-def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool, after: list[int] | None = None) -> int:
+def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool, after: list[int] | None = None,
+           hooks: dict[str, Any] | None = None) -> int:
     client = _client(home)
     overrides = {**spec.train.__dict__, **spec.model.__dict__}
-    result = client.call("submit", {
+    args = {
         "config": spec.config, "overrides": overrides, "data": list(spec.data),
         "eval_data": list(spec.eval_data), "name": spec.name, "limits": spec.own_limits,
         "manifest": spec.manifest,
         **({"after": after} if after else {}),
-    })
+    }
+    if hooks:
+        args["hooks"] = hooks
+    result = client.call("submit", args)
     answer = job_ref(result["job"], **{k: v for k, v in result.items() if k != "job"})
     if as_json:
         emit_json(answer)  # with --follow, the first line; the events follow
@@ -92,7 +96,21 @@ def logs(home: str | None, job: int | None, follow: bool, as_json: bool) -> int:
         events = offline(home, lambda book: book.history(book.get(job)["id"]))
     for ev in events:
         _print_event(ev, as_json)
+    _sparklines(home, [job], as_json)
     return Exit.OK
+
+
+def _sparklines(home: str | None, jobs: list[int], as_json: bool) -> None:
+    """On a terminal, one loss sparkline per job from its metrics file."""
+    if as_json or not sys.stdout.isatty():
+        return
+    from macgpt.client.observe import loss_line
+
+    zh = lines.current() == "zh"
+    for job in jobs:
+        line = loss_line(layout(home).job_dir(job), label=lines.W["zh" if zh else "en"]["loss"])
+        if line:
+            click.echo(f"任务 {job}：{line}" if zh else f"job {job}: {line}")
 
 
 def _latest(client: Client) -> int:
@@ -152,14 +170,17 @@ class _ProgressBar:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        self.lang = lines.current()
         self.console = Console()
         self.narrow = self.console.width < 110  # step and loss first; the rest when there is room
         self.progress = Progress(
-            TextColumn(f"job {job}"), MofNCompleteColumn(), BarColumn(bar_width=16 if self.narrow else 40),
+            TextColumn(f"任务 {job}" if self.lang == "zh" else f"job {job}"), MofNCompleteColumn(),
+            BarColumn(bar_width=16 if self.narrow else 40),
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"), console=self.console, transient=False,
         )
-        self.task = self.progress.add_task("train", total=None, info="starting")
+        starting = "启动中" if self.lang == "zh" else "starting"
+        self.task = self.progress.add_task("train", total=None, info=starting)
         self.progress.start()
         self.governor = ""
 
@@ -168,14 +189,12 @@ class _ProgressBar:
         if ev["kind"] == "governor":
             self.governor = str(d.get("state") or "")
         if ev["kind"] == "metrics":
-            info = f"loss {d['loss']:.3f} | {d['steps_per_s']:.1f} steps/s"
-            if not self.narrow:
-                info += f" | threads {d['threads']} | batch {d['micro_batch']}/{d['batch_size']}"
-            if self.governor:
-                info += f" | {self.governor}"
+            info = lines.progress_info(d, self.governor, self.lang)
+            if self.narrow:  # step and loss first: threads and batch only where there is room
+                info = " | ".join(info.split(" | ")[:2] + info.split(" | ")[4:])
             self.progress.update(self.task, total=d["max_steps"], completed=d["step"], info=info)
         elif ev["kind"] == "state":
-            self.progress.update(self.task, info=d["state"] + (f" ({d['reason']})" if d.get("reason") else ""))
+            self.progress.update(self.task, info=lines.event_line("state", d, self.lang) or d["state"])
         elif ev["kind"] == "progress" and d.get("total"):
             self.progress.update(self.task, total=d["total"], completed=d.get("done") or 0, info=render.progress_text(d))
 
@@ -218,6 +237,7 @@ def status(home: str | None, job: int | None, as_json: bool, states: set[str] | 
         click.echo(status_view.ls_lines(shown, width))
     else:
         click.echo("\n".join(status_view.status_lines(r, shown, width)))
+    _sparklines(home, [j["id"] for j in shown], as_json)
     return Exit.OK
 
 

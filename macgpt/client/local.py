@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from macgpt import metricsfile
 from macgpt.client import render, sysinfo
 from macgpt.client.exitcodes import Exit
 from macgpt.client.render import fmt_bytes
@@ -20,7 +21,8 @@ from macgpt.config.estimate import RUNTIME_BYTES, estimate
 from macgpt.config.job import JobSpec
 from macgpt.paths import Layout
 
-RUN_FILES = ("ckpt-*.pt", "ckpt-*.pt.damaged", "final_model.pt", "tokenizer.json", "events.jsonl", "worker.log")
+RUN_FILES = ("ckpt-*.pt", "ckpt-*.pt.damaged", "final_model.pt", "tokenizer.json", "events.jsonl", "worker.log",
+             "metrics.jsonl")
 
 
 def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bool) -> int:
@@ -49,6 +51,8 @@ def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bo
         line = render.json_line(kind, data)
         events.write(line + "\n")
         events.flush()
+        if kind == "governor":
+            metricsfile.record_governor(job_dir, data)
         if as_json:
             print(line, flush=True)
         else:
@@ -189,10 +193,11 @@ def choose_seed(params: dict[str, Any], as_json: bool) -> int:
 
 
 def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool) -> int:
-    from macgpt.ckptformat import CheckpointError, verify_file
+    from macgpt.ckptformat import CheckpointError
+    from macgpt.exportformat import verify_model
 
     try:
-        verify_file(path)  # before torch loads: a wrong file is refused at once
+        verify_model(path)  # before torch loads: a wrong file is refused at once
     except CheckpointError as e:
         click.echo(f"error: {e}", err=True)
         return Exit.USAGE
@@ -227,15 +232,16 @@ def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool)
 
 
 def evaluate(path: Path, data: list[str], as_json: bool, every: bool = False) -> int:
-    from macgpt.ckptformat import CheckpointError, verify_file
+    from macgpt.ckptformat import CheckpointError
     from macgpt.config.schema import TrainConfig
     from macgpt.data import BUILTIN_TEST, builtin_path
     from macgpt.data.sources import validate
     from macgpt.errors import DataError
+    from macgpt.exportformat import verify_model
 
     files = list(data) or [str(builtin_path(BUILTIN_TEST))]
     try:
-        verify_file(path)  # before torch loads: a wrong file or bad data is refused at once
+        verify_model(path)  # before torch loads: a wrong file or bad data is refused at once
         manifest = validate(files)
         from macgpt.worker import offline
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 FIELD_OPTIONS = {  # option name -> config field
     "steps": "steps", "batch_size": "batch_size", "lr": "lr", "block_size": "block_size",
     "seed": "seed", "threads": "threads", "device": "device", "init_from": "init_from",
+    "prompt": "sample_prompt",
 }
 
 
@@ -41,6 +42,8 @@ def job_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", metavar="NAME", help="auto, cpu, mps or cuda"),
         click.option("--init-from", metavar="JOB|FILE", help="start from a job's (or checkpoint file's) weights, "
                      "shape and tokenizer, e.g. to fine-tune on new data; optimizer and schedule start fresh"),
+        click.option("--prompt", metavar="TEXT", help="prompt of the generation tests (default: the start of a "
+                                                      "held-out text of your data; 你好， for the built-in data)"),
         click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
                      help="any model or training field, e.g. --set n_embd=128; repeatable"),
         click.option("--name", default="", help="a name for the job (letters, digits, . _ -)"),

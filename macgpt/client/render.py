@@ -30,27 +30,29 @@ def fmt_num(x: float | None, digits: int = 4) -> str:
 
 
 def metrics_line(d: dict[str, Any]) -> str:
-    """The guide's shape: 步骤 | 轮次 | 损失 | 平均损失 | 速度, then what macgpt adds."""
-    batch = f"{d.get('batch_size')}" + (
-        f" ({d['micro_batch']}x{d['batch_size'] // d['micro_batch']})"
-        if d.get("micro_batch") and d.get("batch_size") and d["micro_batch"] != d["batch_size"] else ""
-    )
-    return (
-        f"步骤 {d['step']:>5} | 轮次 {d.get('epoch', 0):>3} | 损失 {d['loss']:.4f} | "
-        f"平均损失 {d['avg_loss']:.4f} | 速度 {d.get('steps_per_s', 0):.1f} steps/s "
-        f"({d.get('tokens_per_s', 0) / 1000:.1f}K tok/s) | lr {d.get('lr', 0):.2e} | "
-        f"threads {d.get('threads')} | batch {batch} | rss {fmt_bytes(d.get('rss') or 0)}"
-    )
+    """The guide's shape: 步骤 | 轮次 | 损失 | 平均损失 | 速度, then what macgpt adds (in the current language)."""
+    from macgpt.client import lines
+
+    return lines.metrics_line(d, lines.current())
 
 
 def event_line(kind: str, d: dict[str, Any]) -> str | None:
-    """One human-readable line for an event, or None for events not worth a line."""
+    """One human-readable line for an event in the current language (see lines.py), or None."""
+    from macgpt.client import lines
+
+    return lines.event_line(kind, d)
+
+
+def english_event_line(kind: str, d: dict[str, Any]) -> str | None:
+    """The English line of an event, or None for events not worth a line."""
     if kind == "metrics":
-        return metrics_line(d)
+        from macgpt.client import lines
+
+        return lines.metrics_line(d, "en")
     if kind == "sample":
-        return f"🧪 生成测试 @{d['step']} - 输入: {d['prompt']!r} → {d['text']!r}"
+        return f"🧪 generation test @{d['step']} - prompt: {d['prompt']!r} → {d['text']!r}"
     if kind == "eval":
-        return (f"📏 评估 @{d['step']}: loss {d['loss']:.4f} | perplexity {d['perplexity']:.1f} | "
+        return (f"📏 eval @{d['step']}: loss {d['loss']:.4f} | perplexity {d['perplexity']:.1f} | "
                 f"{d['tokens']:,} tokens")
     if kind == "checkpoint":
         return f"💾 checkpoint @{d['step']} ({d.get('reason')}, {fmt_bytes(d.get('bytes', 0))}, {d.get('seconds', 0):.3f}s)"
@@ -58,6 +60,10 @@ def event_line(kind: str, d: dict[str, Any]) -> str | None:
         return setup_line(d)
     if kind == "progress":
         return "⏳ " + progress_text(d)
+    return _control_line(kind, d)
+
+
+def _control_line(kind: str, d: dict[str, Any]) -> str | None:
     if kind == "started":
         return f"🏃 training from step {d['step']} to {d['max_steps']} ({d['threads']} threads, batch {d['batch_size']})"
     if kind == "paused":

@@ -12,19 +12,20 @@ import json
 import os
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from macgpt import protocol
+from macgpt import metricsfile, protocol
 from macgpt.config.job import JobSpec
 from macgpt.config.limits import Limits
 from macgpt.log import get
 from macgpt.paths import Layout
 from macgpt.protocol import ErrorCode, JobState, ProtocolError
-from macgpt.supervisor import handlers, housekeeping
+from macgpt.supervisor import handlers, housekeeping, notify
 from macgpt.supervisor.bus import EventBus
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.governance import Governance, queue_reason, same_wait
@@ -333,6 +334,10 @@ class Daemon:
             self._db_error("transition", e)
         self.bus.emit(job_id, "state", {"state": str(state), "reason": reason})
         log.info("job_state", job=job_id, state=str(state), reason=reason)
+        if state in protocol.FINISHED:
+            job = self.store.get(job_id)
+            if job:
+                notify.job_finished(job, self.lay.job_dir(job_id), sys.platform)
         return True
 
     def _job_event(self, job_id: int, kind: str, data: dict[str, Any]) -> None:
@@ -367,6 +372,7 @@ class Daemon:
         log.info("governor_" + kind, **data)
         if isinstance(job, int):
             self.bus.emit(job, kind, data)
+            metricsfile.record_governor(self.lay.job_dir(job), data)
 
     # -- shutdown -------------------------------------------------------------------------------
     def _shutdown(self, poller: zmq.Poller) -> None:

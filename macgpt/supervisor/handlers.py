@@ -20,6 +20,7 @@ from macgpt.fsutil import atomic_write_text
 from macgpt.jobfiles import best_checkpoint, no_checkpoint_message
 from macgpt.protocol import FINISHED, ErrorCode, JobState, ProtocolError
 from macgpt.supervisor import levers
+from macgpt.supervisor.notify import check_hooks
 
 if TYPE_CHECKING:
     from macgpt.supervisor.daemon import Daemon
@@ -105,10 +106,12 @@ def submit(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
         spec = build_spec(args["config"], args.get("overrides") or {}, args.get("data") or [],
                           args.get("eval_data") or [], args.get("name") or "", limits, own)
         spec = dataclasses.replace(spec, manifest=checked_manifest(spec, args.get("manifest") or {}))
+        hooks = check_hooks(args["hooks"]) if "hooks" in args else None
     except (ConfigError, DataError, KeyError, TypeError, ValueError) as e:
         raise ProtocolError(ErrorCode.INVALID, str(e)) from None
     after = housekeeping.check_after(daemon, args.get("after") or [])
-    job_id = daemon.store.create(spec.name, spec.config, spec.to_dict(), spec.train.steps)
+    stored = {**spec.to_dict(), "hooks": hooks} if hooks else spec.to_dict()
+    job_id = daemon.store.create(spec.name, spec.config, stored, spec.train.steps)
     daemon.store.set_after(job_id, after)
     daemon._job_event(job_id, "state", {"state": "queued", "reason": None, "config": spec.config})
     position = len(daemon.store.queued())

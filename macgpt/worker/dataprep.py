@@ -9,6 +9,7 @@ of each text, so always the same ones) are held out for evaluation and never tra
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import zlib
@@ -68,6 +69,14 @@ def corpora(spec: JobSpec) -> Corpora:
         ev = validate(evals) if evals else None
     holdout = bool(spec.data) and not spec.eval_data
     return Corpora(train, ev, holdout)
+
+
+def first_texts(c: Corpora, n: int = 3) -> list[str]:
+    """The first few held-out texts (the eval data's, else the hold-out's), read lazily."""
+    if c.eval is not None:
+        return list(itertools.islice(texts_of(c.eval), n))
+    texts = texts_of(c.train)
+    return list(itertools.islice((t for t in texts if held_out(t) or not c.holdout), n))
 
 
 SAMPLE_SPANS = 256  # evenly spread places a big file's tokenizer sample is read from

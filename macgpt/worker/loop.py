@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from macgpt.worker import checkpoint
+from macgpt.worker.metrics import MetricsRecorder
 from macgpt.worker.progress import Reporter
 from macgpt.worker.sampling import PromptError, SampleParams
 from macgpt.worker.trainer import Trainer, peak_rss_bytes
@@ -51,6 +52,7 @@ class TrainingLoop:
         self.last_checkpoint: dict[str, Any] | None = None
         self._train_seconds = 0.0
         self._window = (trainer.step, 0.0)  # (step, train seconds) at the last metrics line
+        self.recorder = MetricsRecorder(self.job_dir, lambda message: link.send("warning", message=message))
 
     def request_stop(self, reason: str) -> None:
         """Checkpoint and leave at the next step boundary (safe from a signal handler)."""
@@ -95,7 +97,7 @@ class TrainingLoop:
         t = self.t
         ev = t.evaluate(progress=self._progress("final_eval", "batches")) if t.eval_stream is not None else None
         if ev:
-            self.link.send("eval", step=t.step, **ev)
+            self._send_eval(ev)
         self._checkpoint("final")
         try:
             final = checkpoint.save_final(self.job_dir, {**t.state_dict(), "kind": "final"})
@@ -126,13 +128,19 @@ class TrainingLoop:
         seconds = self._train_seconds - self._window[1]
         self._window = (t.step, self._train_seconds)
         steps_per_s = steps / seconds if seconds > 0 else 0.0
-        self.link.send(
-            "metrics", step=t.step, max_steps=t.cfg.steps, epoch=t.epoch, loss=loss,
+        fields = dict(
+            step=t.step, max_steps=t.cfg.steps, epoch=t.epoch, loss=loss,
             avg_loss=t.avg_loss, lr=t.optimizer.param_groups[0]["lr"], steps_per_s=steps_per_s,
             tokens_per_s=steps_per_s * t.cfg.batch_size * t.model_cfg.block_size,
             threads=t.threads, batch_size=t.cfg.batch_size, micro_batch=t.micro_batch,
             rss=current_rss_bytes(), peak_rss=peak_rss_bytes(),
         )
+        self.recorder.train(fields)
+        self.link.send("metrics", **fields)
+
+    def _send_eval(self, ev: dict[str, Any]) -> None:
+        self.recorder.eval({"step": self.t.step, **ev})
+        self.link.send("eval", step=self.t.step, **ev)
 
     def _heartbeat(self) -> None:
         self.link.send("heartbeat", step=self.t.step, paused=self.paused)
@@ -154,7 +162,7 @@ class TrainingLoop:
     def _evaluate(self) -> None:
         ev = self.t.evaluate(progress=self._progress("eval", "batches"))
         if ev:
-            self.link.send("eval", step=self.t.step, **ev)
+            self._send_eval(ev)
 
     def _checkpoint(self, reason: str) -> dict[str, Any]:
         start = time.perf_counter()
@@ -200,10 +208,12 @@ class TrainingLoop:
             return {"micro_batch": t.set_micro_batch(int(args["micro_batch"])), "batch_size": t.cfg.batch_size}
         if cmd == "pause":
             self.paused = True
+            self.recorder.state("paused", t.step, str(args.get("reason", "user")))
             self.link.send("paused", step=t.step, reason=args.get("reason", "user"))
             return {"step": t.step}
         if cmd == "resume":
             self.paused = False
+            self.recorder.state("resumed", t.step, None)
             self.link.send("resumed", step=t.step)
             return {"step": t.step}
         if cmd == "checkpoint":

@@ -35,6 +35,10 @@ class Loaded:
 
 def load_model(path: str | Path) -> Loaded:
     path = Path(path)
+    if path.is_dir():  # a directory written by `macgpt export --out`
+        from macgpt.worker.export import load_dir
+
+        return load_dir(path)
     state = load_file(path)
     try:
         cfg = stored_model_config(state["model_config"])

@@ -25,6 +25,20 @@ class ResumeError(Exception):
     """The job directory holds a checkpoint this job cannot continue from."""
 
 
+BUILTIN_PROMPT = "你好，"
+TURN = "<|im_start|>"
+
+
+def held_out_prompt(texts: list[str] | tuple[str, ...], chars: int = 6, words: int = 3) -> str:
+    """The start of the first held-out text: its turn marker (if any) and a few characters, or a
+    few words where the text is written with spaces (English)."""
+    text = next((t.strip() for t in texts if t.strip()), BUILTIN_PROMPT)
+    marker = TURN if text.startswith(TURN) else ""
+    body = text[len(marker):].lstrip()
+    start = " ".join(body.split()[:words]) if body.isascii() and " " in body else body[:chars]
+    return marker + start
+
+
 def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, emit: Note | None = None) -> Trainer:
     """``emit(phase, **fields)`` reports long preparation ("tokenizer", "encode") as progress."""
     emit = emit or (lambda *_a, **_k: None)
@@ -57,7 +71,10 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, em
     train_tokens, eval_tokens = dataprep.token_files(c, tokenizer, (cache_dir or job_dir) / "tokens", emit)
     model_cfg = dataclasses.replace(init_model or spec.model, vocab_size=tokenizer.vocab_size)
     device = resolve_device(spec.train.device)
-    trainer = Trainer(model_cfg, spec.train, tokenizer, train_tokens, eval_tokens, device)
+    train_cfg = spec.train
+    if spec.data and train_cfg.sample_prompt == BUILTIN_PROMPT:  # own data, no --prompt: speak its language
+        train_cfg = dataclasses.replace(train_cfg, sample_prompt=held_out_prompt(dataprep.first_texts(c)))
+    trainer = Trainer(model_cfg, train_cfg, tokenizer, train_tokens, eval_tokens, device)
     trainer.corpus = c.identity
     note("model", device=device.type, threads=trainer.threads,
          tokens=len(train_tokens), eval_tokens=len(eval_tokens) if eval_tokens is not None else 0,

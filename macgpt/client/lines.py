@@ -1,0 +1,144 @@
+"""One language per line: every event line in Chinese (``zh``) or English (``en``), never mixed.
+
+The language comes from ``--lang``, else ``$MACGPT_LANG``, else the locale (``zh*`` -> Chinese,
+anything else -> English). Numbers and units (steps/s, tok/s, MB, s) stay as they are; text the
+user wrote (prompts, samples, paths) is quoted as is. A free-form message from the daemon or
+worker (a warning, an error, a governor explanation) exists only in English, so in Chinese the
+governor's line names its state in Chinese and a warning or error line is printed wholly in English.
+"""
+
+from __future__ import annotations
+
+import locale
+import os
+from collections.abc import Mapping
+from typing import Any
+
+LANGS = ("zh", "en")
+FREE_TEXT = frozenset({"warning", "interrupt", "error", "failed"})  # their message exists in English only
+NO_LANGUAGE = ("c", "posix")  # a locale that names no language: the original guide's Chinese
+
+GOVERNOR_ZH = {"full": "全速运行", "throttled": "已限速（减少线程或按比例暂停）", "stopped": "已暂停：其他程序占用 CPU 过多",
+               "battery": "使用电池，已暂停", "memory": "内存紧张：减小批量或暂停", "hang": "无进展：重启工作进程",
+               "failed": "内存多次超限：任务失败"}
+
+W = {
+    "zh": {"step": "步骤", "epoch": "轮次", "loss": "损失", "avg": "平均损失", "speed": "速度", "lr": "学习率",
+           "threads": "线程", "batch": "批量", "rss": "内存"},
+    "en": {"step": "step", "epoch": "epoch", "loss": "loss", "avg": "avg loss", "speed": "speed", "lr": "lr",
+           "threads": "threads", "batch": "batch", "rss": "rss"},
+}
+
+
+def pick(explicit: str | None, env: Mapping[str, str]) -> str:
+    """The language: --lang, then MACGPT_LANG, then LC_ALL / LC_MESSAGES / LANG (zh_CN.UTF-8 -> zh,
+    en_US.UTF-8 or de_DE -> en; C and POSIX name no language and give zh, the guide's own)."""
+    for value in (explicit, env.get("MACGPT_LANG"), env.get("LC_ALL"), env.get("LC_MESSAGES"), env.get("LANG")):
+        if value:
+            name = value.lower().split(".")[0]
+            return "zh" if name.startswith("zh") or name in NO_LANGUAGE else "en"
+    loc = (locale.getlocale()[0] or "c").lower()
+    return "zh" if loc.startswith("zh") or loc in NO_LANGUAGE else "en"
+
+
+def current() -> str:
+    return pick(None, os.environ)
+
+
+def _bytes(n: float) -> str:
+    from macgpt.client.render import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def metrics_line(d: dict[str, Any], lang: str) -> str:
+    w = W[lang]
+    batch = f"{d.get('batch_size')}" + (
+        f" ({d['micro_batch']}x{d['batch_size'] // d['micro_batch']})"
+        if d.get("micro_batch") and d.get("batch_size") and d["micro_batch"] != d["batch_size"] else ""
+    )
+    return (
+        f"{w['step']} {d['step']:>5} | {w['epoch']} {d.get('epoch', 0):>3} | {w['loss']} {d['loss']:.4f} | "
+        f"{w['avg']} {d['avg_loss']:.4f} | {w['speed']} {d.get('steps_per_s', 0):.1f} steps/s "
+        f"({d.get('tokens_per_s', 0) / 1000:.1f}K tok/s) | {w['lr']} {d.get('lr', 0):.2e} | "
+        f"{w['threads']} {d.get('threads')} | {w['batch']} {batch} | {w['rss']} {_bytes(d.get('rss') or 0)}"
+    )
+
+
+def _zh(kind: str, d: dict[str, Any]) -> str | None:
+    if kind == "sample":
+        return f"🧪 生成测试 @{d['step']} - 输入: {d['prompt']!r} → {d['text']!r}"
+    if kind == "eval":
+        return f"📏 评估 @{d['step']}: 损失 {d['loss']:.4f} | 困惑度 {d['perplexity']:.1f} | {d['tokens']:,} 个词元"
+    if kind == "checkpoint":
+        why = _REASON_ZH.get(str(d.get("reason")), d.get("reason"))
+        return f"💾 检查点 @{d['step']}（{why}，{_bytes(d.get('bytes', 0))}，{d.get('seconds', 0):.3f}s）"
+    if kind == "started":
+        return f"🏃 训练：从第 {d['step']} 步到第 {d['max_steps']} 步（{d['threads']} 个线程，批量 {d['batch_size']}）"
+    if kind == "paused":
+        return f"⏸  在第 {d['step']} 步暂停（{_REASON_ZH.get(str(d.get('reason', 'user')), d.get('reason'))}）"
+    if kind == "resumed":
+        return f"▶  在第 {d['step']} 步继续"
+    if kind == "stopped":
+        return f"⏹  在第 {d['step']} 步停止，已保存检查点"
+    if kind == "completed":
+        ev = f"，评估损失 {d['eval_loss']:.4f}" if d.get("eval_loss") is not None else ""
+        return f"✅ 完成 {d['step']} 步：训练损失（最后 20 步）{d['train_loss']:.4f}{ev}"
+    if kind == "restarting":
+        return f"🔁 工作进程崩溃；{d['in_seconds']:.0f}s 后从第 {d.get('from_step') or 0} 步重启（第 {d['crashes']} 次崩溃）"
+    if kind == "gave_up":
+        return f"❌ 崩溃 {d['crashes']} 次后放弃"
+    if kind == "governor":
+        return f"🛡  调速：{GOVERNOR_ZH.get(str(d.get('state')), '状态 ' + repr(d.get('state')))}"
+    if kind == "state":
+        reason = d.get("reason")
+        return f"• 状态：{_STATE_ZH.get(d['state'], d['state'])}" + (f"（{_REASON_ZH[reason]}）" if reason in _REASON_ZH else "")
+    if kind == "setup":
+        return _setup_zh(d)
+    return None
+
+
+_STATE_ZH = {"queued": "排队中", "starting": "启动中", "running": "运行中", "paused": "已暂停", "completed": "已完成",
+             "failed": "失败", "cancelled": "已取消"}
+_REASON_ZH = {"user": "用户", "cpu": "CPU", "memory": "内存", "battery": "电池", "periodic": "定期", "final": "最终",
+              "request": "请求", "stop": "停止", "cancel": "取消"}
+
+
+def _setup_zh(d: dict[str, Any]) -> str | None:
+    phase = d.get("phase")
+    if phase == "torch":
+        return f"🔧 PyTorch 已加载（启动后 {d['seconds']:.1f}s）"
+    if phase == "data":
+        ev = f"；评估 {d['eval_texts']} 条文本" if d.get("eval_texts") else "；没有评估数据"
+        return f"📚 数据：{d['texts']} 条文本，{d['chars']:,} 个字符{ev}"
+    if phase == "tokenizer":
+        how = {"trained": "已训练", "cache": "已复用（相同数据和词表）", "job": "已加载"}[d["origin"]]
+        return f"🔤 分词器{how}：词表 {d['vocab_size']}，{d['path']}"
+    if phase == "model":
+        return (f"🧠 模型（{d['device']}）：块参数 {d['params_block']:,}，总参数 {d['params']:,}；"
+                f"训练词元 {d['tokens']:,}（每轮 {d['chunks_per_epoch']} 段）")
+    if phase == "resumed":
+        return f"↩️  从第 {d['step']} 步恢复：{d['path']}"
+    return None
+
+
+def event_line(kind: str, d: dict[str, Any], lang: str | None = None) -> str | None:
+    """One line for an event in ``lang`` (default: the current language), or None for events not worth a line."""
+    from macgpt.client import render
+
+    lang = lang or current()
+    if kind == "metrics":
+        return metrics_line(d, lang)
+    if lang == "zh" and kind not in FREE_TEXT:
+        return _zh(kind, d)
+    return render.english_event_line(kind, d)
+
+
+def progress_info(d: dict[str, Any], governor: str, lang: str) -> str:
+    """The progress bar's text after the bar (the bar itself is numbers only)."""
+    w = W[lang]
+    info = (f"{w['loss']} {d['loss']:.3f} | {d['steps_per_s']:.1f} steps/s | {w['threads']} {d['threads']} "
+            f"| {w['batch']} {d['micro_batch']}/{d['batch_size']}")
+    if governor:
+        info += " | " + (GOVERNOR_ZH.get(governor, governor) if lang == "zh" else governor)
+    return info

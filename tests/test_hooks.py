@@ -1,0 +1,46 @@
+"""The finish hooks' decisions: which notifier, what it says, what the command's environment holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from macgpt.supervisor import notify
+
+JOB = {"id": 4, "name": "tiny", "state": "completed", "reason": None, "loss": 3.25, "eval_loss": 6.5, "step": 200,
+       "final_model": "/m/final_model.pt", "checkpoint": "/m/ckpt-00000200.pt"}
+
+
+def test_the_notifier_is_osascript_on_macos_notify_send_elsewhere_and_nothing_without_one() -> None:
+    everything = lambda name: f"/usr/bin/{name}"  # noqa: E731
+    nothing = lambda name: None  # noqa: E731
+    mac = notify.notifier("darwin", "macgpt: job 4", 'loss "3.25"', everything)
+    assert mac is not None and mac[:2] == ["osascript", "-e"]
+    assert mac[2] == 'display notification "loss \\"3.25\\"" with title "macgpt: job 4"'  # quoted, not injected
+    assert notify.notifier("linux", "t", "b", everything) == ["notify-send", "--app-name=macgpt", "t", "b"]
+    assert notify.notifier("linux", "t", "b", nothing) is None
+    assert notify.notifier("darwin", "t", "b", nothing) is None
+
+
+def test_message_and_environment_of_a_finished_job(tmp_path: Path) -> None:
+    assert notify.message(JOB) == ("macgpt: job 4 (tiny) completed", "loss 3.2500 at step 200")
+    env = notify.finish_env(JOB, tmp_path)
+    assert env["MACGPT_JOB_ID"] == "4" and env["MACGPT_JOB_STATE"] == "completed" and env["MACGPT_FINAL_LOSS"] == "3.25"
+    assert env["MACGPT_MODEL_PATH"] == "/m/final_model.pt" and env["MACGPT_JOB_REASON"] == ""
+    failed = {**JOB, "state": "failed", "final_model": None, "loss": None, "reason": "out of memory"}
+    assert notify.finish_env(failed, tmp_path)["MACGPT_MODEL_PATH"] == "/m/ckpt-00000200.pt"
+    assert notify.message(failed)[1] == "step 200; out of memory"
+
+
+def test_a_hook_that_cannot_start_is_logged_not_raised(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    notify.job_finished({**JOB, "spec": json.dumps({"hooks": {"on_finish": "true"}})}, blocked / "job", "linux")
+
+
+@pytest.mark.parametrize("hooks", [{"notify": 1}, {"on_finish": 5}, {"on_finish": " "}, {"x": 1}, []])
+def test_bad_hooks_are_refused(hooks: object) -> None:
+    with pytest.raises(ValueError, match="submit: "):
+        notify.check_hooks(hooks)

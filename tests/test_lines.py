@@ -1,0 +1,98 @@
+"""One language per line: the same job rendered in Chinese and in English, no line mixing the two."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from macgpt.client import lines
+from macgpt.worker.loop import TrainingLoop
+
+from .helpers import trainer
+from .test_loop import ScriptedLink
+
+QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")  # the user's own text: prompts and samples
+PATH = re.compile(r"\S*/\S*")
+UNITS = re.compile(r"\b(steps/s|tok/s|\d+(\.\d+)?(K|KB|MB|GB|B|s|e[-+]\d+)?|CPU|PyTorch|cpu|x)\b")
+CJK = re.compile(r"[\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef]")
+LATIN = re.compile(r"[A-Za-z]{2,}")
+
+
+def words(line: str) -> tuple[bool, bool]:
+    """(has Chinese, has English) once quoted text, paths, numbers and units are set aside."""
+    rest = UNITS.sub(" ", PATH.sub(" ", QUOTED.sub(" ", line)))
+    return bool(CJK.search(rest)), bool(LATIN.search(rest))
+
+
+def job_events(tmp_path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """A real run's events (the worker loop in-process) plus the daemon's own kinds."""
+    tr = trainer(steps=20, log_interval=10, sample_interval=10, eval_interval=10, checkpoint_interval=10)
+    link = ScriptedLink(tr, {12: [{"cmd": "pause", "rid": 1, "args": {"reason": "cpu"}}]})
+    assert TrainingLoop(tr, tmp_path, link).run() == "completed"
+    daemon = [
+        ("state", {"state": "queued", "reason": None}), ("state", {"state": "paused", "reason": "user"}),
+        ("setup", {"phase": "torch", "seconds": 2.5}),
+        ("setup", {"phase": "data", "texts": 200, "chars": 29984, "eval_texts": 30}),
+        ("setup", {"phase": "tokenizer", "origin": "trained", "vocab_size": 2000, "path": str(tmp_path / "tokenizer.json")}),
+        ("setup", {"phase": "model", "device": "cpu", "params_block": 12768, "params": 78816, "tokens": 18358,
+                   "chunks_per_epoch": 286}),
+        ("setup", {"phase": "resumed", "step": 10, "path": str(tmp_path / "ckpt-00000010.pt")}),
+        ("governor", {"state": "throttled", "message": "throttled to 1 thread(s): budget 52% CPU"}),
+        ("governor", {"state": "stopped", "message": "stopped: other programs use 85% CPU, limit 70%"}),
+        ("restarting", {"last_error": "killed", "from_step": 10, "in_seconds": 2.0, "crashes": 1}),
+        ("gave_up", {"crashes": 8, "last_error": "killed"}),
+        ("warning", {"message": "generation test skipped: the prompt is empty"}),
+        ("stopped", {"step": 15, "reason": "cancel", "checkpoint": str(tmp_path / "ckpt-00000015.pt")}),
+    ]
+    return link.events + daemon
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_every_line_is_in_one_language(tmp_path: Path, lang: str) -> None:
+    rendered = [(kind, lines.event_line(kind, data, lang)) for kind, data in job_events(tmp_path)]
+    shown = [(kind, line) for kind, line in rendered if line]
+    assert {"metrics", "sample", "eval", "checkpoint", "paused", "resumed", "completed", "setup", "governor",
+            "state", "warning"} <= {kind for kind, _ in shown}
+    for kind, line in shown:
+        chinese, english = words(line)
+        assert not (chinese and english), f"{lang} {kind}: mixed line {line!r}"
+        if kind not in lines.FREE_TEXT:  # a free-form message exists in English only: that line is English
+            assert (chinese, english) == ((True, False) if lang == "zh" else (False, True)), f"{lang} {kind}: {line!r}"
+
+
+def test_the_detector_catches_the_old_mixed_lines() -> None:
+    assert words("📏 评估 @200: loss 6.8753 | perplexity 966.9 | 3,097 tokens") == (True, True)
+    assert words("🧪 生成测试 @25 - 输入: '你好，' → '你好，和了'") == (True, False)
+
+
+def test_the_language_comes_from_the_option_then_the_environment_then_the_locale() -> None:
+    assert lines.pick("en", {"MACGPT_LANG": "zh"}) == "en"
+    assert lines.pick(None, {"MACGPT_LANG": "zh", "LANG": "en_US.UTF-8"}) == "zh"
+    assert lines.pick(None, {"LANG": "en_US.UTF-8"}) == "en"
+    assert lines.pick(None, {"LC_ALL": "zh_CN.UTF-8", "LANG": "en_US.UTF-8"}) == "zh"
+    assert lines.pick(None, {"LANG": "de_DE.UTF-8"}) == "en"
+    assert lines.pick(None, {"LANG": "C.UTF-8"}) == "zh"  # no language named: the guide's own
+
+
+def test_the_generation_test_prompt_is_the_start_of_a_held_out_text(tmp_path: Path) -> None:
+    from macgpt.config.job import build_spec
+    from macgpt.data.texts import load_corpus
+    from macgpt.worker.setup import BUILTIN_PROMPT, held_out_prompt, prepare
+
+    from .conftest import REAL_CHAT
+
+    held_out = load_corpus([str(REAL_CHAT / "eval.jsonl")]).texts
+    assert held_out_prompt(held_out) == "<|im_start|>看过《我是山"
+    assert held_out_prompt(["  The cat sat on the mat."]) == "The cat sat"
+    assert held_out_prompt([]) == BUILTIN_PROMPT
+    train, ev = [str(REAL_CHAT / "train.jsonl")], [str(REAL_CHAT / "eval.jsonl")]
+    quiet = lambda *a, **k: None  # noqa: E731
+    own = build_spec("tiny", {"steps": 1, "vocab_size": 400}, train, ev)
+    assert prepare(own, tmp_path, None, quiet).cfg.sample_prompt == held_out_prompt(held_out)
+    chosen = build_spec("tiny", {"steps": 1, "vocab_size": 400, "sample_prompt": "你好"}, train, ev)
+    assert prepare(chosen, tmp_path, None, quiet).cfg.sample_prompt == "你好"
+    builtin = build_spec("tiny", {"steps": 1, "vocab_size": 400})
+    assert prepare(builtin, tmp_path / "b", None, quiet).cfg.sample_prompt == BUILTIN_PROMPT
