@@ -19,6 +19,10 @@ from .live import job_status as job
 from .live import wait_for
 from .test_daemon import FAST_JOB, cli, cli_json
 
+# Each test runs several jobs one after another; on a busy machine the governor rightly waits for the
+# CPU, so the whole flow may take longer than the suite's 300 s per test.
+pytestmark = pytest.mark.timeout(900)
+
 # A shared 2-core machine is often busy with other work: the governor would rightly stop the jobs
 # long before 70%, so these daemons may use the whole CPU that other programs leave.
 START = [MACGPTD, "start", "--max-cpu", "100"]
