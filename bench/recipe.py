@@ -147,7 +147,7 @@ def corpus_part(presets: list[str], steps: int, every: int) -> None:
             early = min(at, key=lambda s: abs(s - 300))
             say(f"   {recipe:8s} held-out @{early} {at[early]:.3f}, @{steps} {points[-1][2]:.3f}; "
                 f"training {points[-1][1]:.1f}s; optimizer {share * 100:.1f}% of the step time")
-        target = got["classic"][0][-1]
+        target = got["classic"][0][-1][2]
         reach = next(((s, sec) for s, sec, loss in got["modern"][0] if loss <= target), None)
         if reach is None:
             say(f"   modern never reached classic's final {target:.3f}")
