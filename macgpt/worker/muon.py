@@ -6,10 +6,11 @@ semi-orthogonal matrix (all singular values near 1) with five steps of a quintic
 iteration, scale by ``sqrt(max(1, rows / cols))`` and step. Only 2-D hidden matrices belong
 here; embeddings, the head and gains go to AdamW.
 
-Newton–Schulz is the optimizer's whole cost on a CPU, so matrices of one shape are stacked and
-iterated as one batched matmul, in bfloat16 where the hardware multiplies it natively (CUDA,
-MPS, CPUs with AVX-512 BF16 or AMX) and in float32 elsewhere, where bf16 would be emulated and
-slower. The state dict has torch's optimizer layout: ``{"state": {i: {"momentum_buffer"}}, ...}``.
+Newton–Schulz is the optimizer's whole cost. On CUDA and MPS, matrices of one shape are stacked
+and iterated as one batched matmul; on a CPU one at a time, which bench/recipe.py measured
+faster there. It runs in bfloat16 where the hardware multiplies it natively (CUDA, MPS, CPUs
+with AVX-512 BF16 or AMX) and in float32 elsewhere, where bf16 is emulated and many times slower.
+The state dict has torch's optimizer layout: ``{"state": {i: {"momentum_buffer"}}, ...}``.
 """
 
 from __future__ import annotations
@@ -84,11 +85,14 @@ class Muon:
                 buf.lerp_(p.grad, 1 - g["momentum"])
                 updates.append(p.grad.lerp(buf, g["momentum"]) if g["nesterov"] else buf)
             dtype = self.ns_dtype or fast_dtype(params[0].device)
-            ortho = newton_schulz(torch.stack(updates), dtype=dtype)
+            if params[0].device.type == "cpu":  # measured (bench/recipe.py): stacking is slower on a CPU
+                ortho = [newton_schulz(u, dtype=dtype) for u in updates]
+            else:  # one batched kernel per shape instead of one launch per matrix
+                ortho = list(newton_schulz(torch.stack(updates), dtype=dtype).unbind(0))
             scale = max(1.0, shape[0] / shape[1]) ** 0.5
             if g["weight_decay"]:
                 torch._foreach_mul_(params, 1 - g["lr"] * g["weight_decay"])
-            torch._foreach_add_(params, list(ortho.unbind(0)), alpha=-g["lr"] * scale)
+            torch._foreach_add_(params, ortho, alpha=-g["lr"] * scale)
 
     def state_dict(self) -> dict[str, Any]:
         params = self.param_groups[0]["params"]
