@@ -1,10 +1,11 @@
-"""A job's metrics file: append-only JSON lines that survive kill -9 without a torn record.
+"""A job's metrics file: append-only JSON lines that survive kill -9 (a torn line is skipped, never misread).
 
 Two writers share it: the worker (a ``train`` record per metrics line, an ``eval`` record per
 evaluation) and the supervisor (a ``governor`` record per decision). Each record is one
 ``os.write`` of a whole line to a descriptor opened with ``O_APPEND``, so writers never
-interleave inside a line and a killed writer leaves either the whole line or none of it. Should a
-power cut still leave a partial line, the next writer starts on a fresh line and readers skip
+interleave inside a line. A kill -9 can still end a write between two pages of the file (the
+kernel checks for a fatal signal as it copies page by page), and a power cut can leave any tail:
+then at most the line being written is torn, the next writer starts on a fresh line and readers skip
 what does not parse. Imports only the standard library: the daemon and client read it too.
 """
 

@@ -40,7 +40,9 @@ def test_export_and_reimport_give_identical_samples_and_loss(trained: Path, tmp_
         b, loaded = offline.sample(out, "你好，", params)
         assert a.text == b.text and a.tokens == b.tokens
     assert loaded.step == 30
-    data = [str(Path(__file__).parent.parent / "macgpt" / "data" / "pretrain_test.jsonl")]
+    from macgpt.data.sources import validate
+
+    data = validate([str(Path(__file__).parent.parent / "macgpt" / "data" / "pretrain_test.jsonl")])
     assert offline.evaluate(out, data)["loss"] == offline.evaluate(trained / "final_model.pt", data)["loss"]
 
 

@@ -249,9 +249,10 @@ def limits(ctx: click.Context, max_cpu: float | None, max_memory: float | None, 
 @main.command()
 @click.argument("job")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row instead of JSON lines")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (the default; for a uniform surface)")
 @click.pass_context
 @input_errors
-def metrics(ctx: click.Context, job: str, as_csv: bool) -> int:
+def metrics(ctx: click.Context, job: str, as_csv: bool, as_json: bool) -> int:
     """Print JOB's metrics file (a job id, or a `macgpt train` run directory): one record per
     logged step, evaluation, pause and governor decision."""
     from macgpt.client import observe
@@ -263,14 +264,15 @@ def metrics(ctx: click.Context, job: str, as_csv: bool) -> int:
 @click.argument("jobs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PNG file to write (default: loss.png in the first job's directory)")
+@click.option("--json", "as_json", is_flag=True, help='print {"path": ...} as JSON')
 @click.pass_context
 @input_errors
-def plot(ctx: click.Context, jobs: tuple[str, ...], out: Path | None) -> int:
+def plot(ctx: click.Context, jobs: tuple[str, ...], out: Path | None, as_json: bool) -> int:
     """Plot train and eval loss against step for one or more JOBS (overlaid), with tokens/s and
     CPU below and the governor's throttles and pauses shaded; prints the PNG's path."""
     from macgpt.client import observe
 
-    return observe.plot(ctx.obj["home"], jobs, out)
+    return observe.plot(ctx.obj["home"], jobs, out, as_json)
 
 
 @main.command()
@@ -279,14 +281,15 @@ def plot(ctx: click.Context, jobs: tuple[str, ...], out: Path | None) -> int:
               help="write model.safetensors, tokenizer.json, config.json and README.md here")
 @click.option("--tensorboard", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="write the metrics as TensorBoard event files here (needs macgpt[tensorboard])")
+@click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
 @click.pass_context
 @input_errors
-def export(ctx: click.Context, job: str, out: Path | None, tensorboard: Path | None) -> int:
+def export(ctx: click.Context, job: str, out: Path | None, tensorboard: Path | None, as_json: bool) -> int:
     """Export JOB's model (final, else newest checkpoint) for `sample --model DIR` and `evaluate`,
     and/or its metrics for TensorBoard."""
     from macgpt.client import export as exporter
 
-    return exporter.export(ctx.obj["home"], job, out, tensorboard)
+    return exporter.export(ctx.obj["home"], job, out, tensorboard, as_json)
 
 
 train.help = (train.help or "") + presets_help()

@@ -78,13 +78,16 @@ def _info(job_dir: Path) -> dict[str, Any]:
     return {"job": job, "last": last or None, "name": (job or {}).get("name") or job_dir.name}
 
 
-def export(home: str | None, ref: str, out: Path | None, tensorboard: Path | None) -> int:
+def export(home: str | None, ref: str, out: Path | None, tensorboard: Path | None, as_json: bool = False) -> int:
     if out is None and tensorboard is None:
         raise DataError(["say what to export: --out DIR (the model) and/or --tensorboard DIR (the metrics)"])
     job_dir = observe.job_dir(home, ref)
+    said: dict[str, Any] = {"job": ref}
     if tensorboard is not None:
         n = write_tensorboard(observe.load(home, ref).records, tensorboard)
-        click.echo(f"{n} scalar points → {tensorboard} (tensorboard --logdir {tensorboard})")
+        said.update(tensorboard=str(tensorboard), points=n)
+        if not as_json:
+            click.echo(f"{n} scalar points → {tensorboard} (tensorboard --logdir {tensorboard})")
     if out is not None:
         source = best_checkpoint(job_dir)
         from macgpt.worker.export import export as export_model
@@ -94,5 +97,9 @@ def export(home: str | None, ref: str, out: Path | None, tensorboard: Path | Non
         except CheckpointError as e:
             click.echo(f"error: {e}", err=True)
             return Exit.USAGE
-        click.echo(f"model at step {cfg['step']} from {source} → {out} (macgpt sample PROMPT --model {out})")
+        said.update(out=str(out), step=cfg["step"], source=str(source))
+        if not as_json:
+            click.echo(f"model at step {cfg['step']} from {source} → {out} (macgpt sample PROMPT --model {out})")
+    if as_json:
+        click.echo(json.dumps(said, ensure_ascii=False))
     return Exit.OK

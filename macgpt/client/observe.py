@@ -50,7 +50,7 @@ def metrics(home: str | None, ref: str, as_csv: bool) -> int:
     return Exit.OK
 
 
-def plot(home: str | None, refs: Sequence[str], out: Path | None) -> int:
+def plot(home: str | None, refs: Sequence[str], out: Path | None, as_json: bool = False) -> int:
     from macgpt.client.plot import Run, draw
 
     runs = [Run(label=f"job {r}" if r.isdigit() else Path(r).name, metrics=load(home, r)) for r in refs]
@@ -59,7 +59,8 @@ def plot(home: str | None, refs: Sequence[str], out: Path | None) -> int:
             raise DataError([f"{ref}: the metrics file holds no training step yet"])
     if out is None:
         out = job_dir(home, refs[0]) / "loss.png"
-    click.echo(str(draw(runs, out)))
+    path = draw(runs, out)
+    click.echo(json.dumps({"path": str(path), "jobs": list(refs)}) if as_json else str(path))
     return Exit.OK
 
 
