@@ -97,7 +97,8 @@ def test_preparation_progress_in_status_and_status_answers_during_validation(dae
     assert proc.returncode == 0, err
     assert waits and max(waits) < 10, waits
     jid = json.loads(out)["job"]
-    seen = wait_for(lambda: job_status(jid).get("preparing"), timeout=240, interval=0.2)
+    seen = wait_for(lambda: (p := job_status(jid).get("preparing")) and p.get("phase") in ("tokenizer", "encode") and p,
+                    timeout=240, interval=0.2)  # (the import of torch reports progress first)
     assert seen["phase"] in ("tokenizer", "encode") and seen["unit"] == "MB" and seen["total"] > 5, seen
     human = wait_for(lambda: (r := subprocess.run([MACGPT, "status"], capture_output=True, text=True).stdout)
                      and "preparing:" in r and r, timeout=120, interval=0.2)

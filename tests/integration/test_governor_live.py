@@ -183,8 +183,9 @@ def test_the_real_worker_reports_progress_through_set_up_evaluation_and_sampling
     assert run.proc.wait(240) == 0
     run._reader.join(5)
     phases = {e["phase"] for e in run.kinds("progress")}
-    assert {"import", "tokenizer", "encode", "encode_eval", "sample", "final_eval"} <= phases, phases
+    assert {"import", "tokenizer", "encode", "sample", "final_eval"} <= phases, phases
     assert not run.kinds("restarting") and run.events[-1]["result"] == "completed"
-    done = [e["done"] for e in run.kinds("progress") if e["phase"] == "encode"]
-    texts = next(e for e in run.kinds("setup") if e.get("phase") == "data")["texts"]
-    assert done == sorted(done) and done[-1] == texts  # every text encoded, reported as it went
+    encode = [e for e in run.kinds("progress") if e["phase"] == "encode" and e.get("total")]
+    assert encode, run.kinds("progress")
+    # MB of text, per file (train, then eval): never past the total, and some file reported whole
+    assert all(e["done"] <= e["total"] + 1e-6 for e in encode) and any(e["done"] >= 0.99 * e["total"] for e in encode)

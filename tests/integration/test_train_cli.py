@@ -53,7 +53,8 @@ def test_real_corpus_and_tokenizer_reuse(home: Path, tmp_path: Path) -> None:
     assert code == 0, err
     origins = [e["origin"] for e in events if e["event"] == "setup" and e.get("phase") == "tokenizer"]
     assert origins == ["trained"]
-    assert events[-1]["eval_loss"] > events[-1]["train_loss"] - 1.0  # held-out text is harder
+    ev = events[-1]["eval_loss"]
+    assert ev is not None and 0 < ev < 9.0  # measured on the held-out file (a 20-step model: a real, finite loss)
     code, events, err = run_json(["train", "tiny", "--steps", "2", "--out", str(tmp_path / "b"), *data, *SMALL_RUN])
     assert code == 0, err
     assert [e["origin"] for e in events if e.get("phase") == "tokenizer"] == ["cache"]
@@ -187,4 +188,5 @@ def test_configs_self_test(home: Path) -> None:
                                       text=True, timeout=60).stdout)
     assert not any(p["fits"] for p in tight["presets"]) or tight["system"]["memory_gb"] > 40  # 1% of a laptop is too little
     human = subprocess.run([MACGPT, "configs"], capture_output=True, text=True, timeout=60)
-    assert human.returncode == 0 and "12,384" in human.stdout and "current use: CPU" in human.stdout
+    tiny_total = f"{by_name['tiny']['params_total']:,}"  # the narrow table (piped: 80 columns) keeps the total
+    assert human.returncode == 0 and tiny_total in human.stdout and "current use: CPU" in human.stdout
