@@ -10,7 +10,8 @@ import pytest
 from macgpt.supervisor import notify
 
 JOB = {"id": 4, "name": "tiny", "state": "completed", "reason": None, "loss": 3.25, "eval_loss": 6.5, "step": 200,
-       "final_model": "/m/final_model.pt", "checkpoint": "/m/ckpt-00000200.pt"}
+       "final_model": str(Path("jobs", "000004", "final_model.pt")),
+       "checkpoint": str(Path("jobs", "000004", "ckpt-00000200.pt"))}
 
 
 def test_the_notifier_is_osascript_on_macos_notify_send_elsewhere_and_nothing_without_one() -> None:
@@ -28,9 +29,9 @@ def test_message_and_environment_of_a_finished_job(tmp_path: Path) -> None:
     assert notify.message(JOB) == ("macgpt: job 4 (tiny) completed", "loss 3.2500 at step 200")
     env = notify.finish_env(JOB, tmp_path)
     assert env["MACGPT_JOB_ID"] == "4" and env["MACGPT_JOB_STATE"] == "completed" and env["MACGPT_FINAL_LOSS"] == "3.25"
-    assert env["MACGPT_MODEL_PATH"] == "/m/final_model.pt" and env["MACGPT_JOB_REASON"] == ""
+    assert env["MACGPT_MODEL_PATH"] == JOB["final_model"] and env["MACGPT_JOB_REASON"] == ""
     failed = {**JOB, "state": "failed", "final_model": None, "loss": None, "reason": "out of memory"}
-    assert notify.finish_env(failed, tmp_path)["MACGPT_MODEL_PATH"] == "/m/ckpt-00000200.pt"
+    assert notify.finish_env(failed, tmp_path)["MACGPT_MODEL_PATH"] == JOB["checkpoint"]
     assert notify.message(failed)[1] == "step 200; out of memory"
 
 
