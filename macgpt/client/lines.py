@@ -95,7 +95,25 @@ def _zh(kind: str, d: dict[str, Any]) -> str | None:
         return f"• 状态：{_STATE_ZH.get(d['state'], d['state'])}" + (f"（{_REASON_ZH[reason]}）" if reason in _REASON_ZH else "")
     if kind == "setup":
         return _setup_zh(d)
+    if kind == "progress":
+        return "⏳ " + _progress_zh(d)
     return None
+
+
+def _progress_zh(d: dict[str, Any]) -> str:
+    """``编码语料：12.0/100.0 MB（5.1 MB/s，剩余 17s）`` from a "progress" event."""
+    from macgpt.client.render import fmt_duration
+
+    what = {"tokenizer": "训练分词器", "encode": "编码语料", "import": "加载 PyTorch", "eval": "评估",
+            "final_eval": "最终评估", "sample": "生成"}.get(str(d.get("phase")), str(d.get("phase")))
+    if d.get("note"):
+        return f"{what}：{d['note']}"
+    unit = {"chars": "字符", "texts": "条文本", "batches": "批", "modules": "个模块"}.get(str(d.get("unit", "")),
+                                                                                   str(d.get("unit", "")))
+    total = f"/{d['total']:,.1f}" if d.get("total") is not None else ""
+    extra = [f"{d['rate']:,.1f} {unit}/s"] if d.get("rate") else []
+    extra += [f"剩余 {fmt_duration(d['eta'])}"] if d.get("eta") is not None else []
+    return f"{what}：{d.get('done', 0):,.1f}{total} {unit}" + (f"（{'，'.join(extra)}）" if extra else "")
 
 
 _STATE_ZH = {"queued": "排队中", "starting": "启动中", "running": "运行中", "paused": "已暂停", "completed": "已完成",
@@ -110,7 +128,10 @@ def _setup_zh(d: dict[str, Any]) -> str | None:
         return f"🔧 PyTorch 已加载（启动后 {d['seconds']:.1f}s）"
     if phase == "data":
         ev = f"；评估 {d['eval_texts']} 条文本" if d.get("eval_texts") else "；没有评估数据"
-        return f"📚 数据：{d['texts']} 条文本，{d['chars']:,} 个字符{ev}"
+        if d.get("holdout"):
+            ev = "；未给 --eval-data：按哈希留出约 2% 的文本用于评估（每次相同）"
+        size = f"{d['bytes'] / 1e6:,.1f} MB" if "bytes" in d else f"{d['chars']:,} 个字符"
+        return f"📚 数据：{d['texts']:,} 条文本，{size}{ev}"
     if phase == "tokenizer":
         how = {"trained": "已训练", "cache": "已复用（相同数据和词表）", "job": "已加载"}[d["origin"]]
         return f"🔤 分词器{how}：词表 {d['vocab_size']}，{d['path']}"
@@ -119,6 +140,8 @@ def _setup_zh(d: dict[str, Any]) -> str | None:
                 f"训练词元 {d['tokens']:,}（每轮 {d['chunks_per_epoch']} 段）")
     if phase == "resumed":
         return f"↩️  从第 {d['step']} 步恢复：{d['path']}"
+    if phase == "initialized":
+        return f"🌱 权重来自 {d['path']}（已训练 {d['from_step']} 步）；优化器和学习率计划重新开始"
     return None
 
 
