@@ -4,6 +4,7 @@ damage, the constant-memory order of big corpora, the evaluation sample, and the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,20 @@ def test_tokenizer_sample_is_bounded_and_spread_over_the_whole_corpus(tmp_path: 
     rows = [int(t[1:6]) for t in sample]
     assert rows[0] < 200 and rows[-1] > 39_000 and rows == sorted(rows)
     assert list(dataprep._sample(c, 100_000)) == sample  # the same sample every time
+
+
+def test_a_half_written_token_file_of_a_killed_builder_is_swept_and_a_live_ones_kept(tmp_path: Path) -> None:
+    """A worker killed while encoding (cancel during preparation ends it at once) leaves its
+    temporary file; the next build removes it unless its writer is still alive."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    target = tmp_path / "tokens.bin"
+    orphan = tmp_path / f".tokens.bin.tmp-{int(dead.stdout)}"
+    live = tmp_path / f".tokens.bin.tmp-{os.getppid()}"
+    orphan.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y")
+    w = _Writer(target, 2)
+    w.abort()
+    assert not orphan.exists() and live.exists()

@@ -299,4 +299,15 @@ from macgpt.client import cli_more  # noqa: E402,F401  (registers ls, rm, prune,
 
 
 def run() -> None:
-    main(prog_name="macgpt")
+    try:
+        main(prog_name="macgpt")
+    finally:
+        _close_sockets()
+
+
+def _close_sockets() -> None:
+    """Close every socket before the interpreter exits: left to garbage collection, the context
+    may be terminated before a socket is closed, and terminating then waits for it forever."""
+    zmq = sys.modules.get("zmq")
+    if zmq is not None and getattr(zmq.Context, "_instance", None) is not None:
+        zmq.Context.instance().destroy(linger=0)

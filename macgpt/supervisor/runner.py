@@ -103,7 +103,10 @@ class JobRunner:
             self.stop_reason = reason
             self._stop_at = self.clock()
             self.worker.release()
-            if not self.live.connected or self.request("stop", {"reason": reason}) is None:
+            # Before training starts there is nothing to checkpoint and nobody reads commands:
+            # a signal ends the preparation at once instead of after the message grace.
+            if (not self.live.connected or self.live.phase != "training"
+                    or self.request("stop", {"reason": reason}) is None):
                 self.worker.terminate()
                 self._signalled = 1
 

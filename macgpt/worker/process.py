@@ -1,8 +1,9 @@
 """Entry point of a worker process: ``python -m macgpt.worker --job-dir DIR --endpoint EP --job N``.
 
 Connects to its supervisor first (so it is seen alive while torch loads), lowers its own
-priority before any thread exists, then sets up and runs the training loop. Signals only
-record a stop request; the loop checkpoints and leaves at the next step boundary.
+priority before any thread exists, then sets up and runs the training loop. Once training
+runs, signals only record a stop request (the loop checkpoints and leaves at the next step
+boundary); before that they end the process at once, as there is nothing to save.
 
 Exit codes: 0 completed or stopped on request, 2 the job itself is invalid (bad data,
 incompatible checkpoint: restarting will not help), 3 a checkpoint could not be written (a full
@@ -44,25 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     link = ZmqLink(args.endpoint, args.job)
     link.send("hello", pid=os.getpid())
-    pending_stop: list[str] = []
     loop_ref: list[Any] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        reason = signal.Signals(signum).name
         if loop_ref:
-            loop_ref[0].request_stop(reason)
+            loop_ref[0].request_stop(signal.Signals(signum).name)
         else:
-            pending_stop.append(reason)
+            # Still preparing: nothing to save (every cache file is written whole or not at
+            # all), so leave now rather than after minutes of tokenizer training or encoding.
+            os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        return _run(args, link, t0, pending_stop, loop_ref)
+        return _run(args, link, t0, loop_ref)
     finally:
         link.close()
 
 
-def _run(args: argparse.Namespace, link: Any, t0: float, pending_stop: list[str], loop_ref: list[Any]) -> int:
+def _run(args: argparse.Namespace, link: Any, t0: float, loop_ref: list[Any]) -> int:
     from macgpt.config.job import JobSpec
     from macgpt.config.schema import ConfigError
     from macgpt.data.texts import DataError
@@ -95,8 +96,6 @@ def _run(args: argparse.Namespace, link: Any, t0: float, pending_stop: list[str]
         return EXIT_JOB_INVALID
     loop = TrainingLoop(trainer, args.job_dir, link)
     loop_ref.append(loop)
-    if pending_stop:
-        loop.request_stop(pending_stop[0])
     try:
         loop.run()
     except CheckpointWriteError as e:

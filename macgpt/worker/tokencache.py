@@ -113,12 +113,31 @@ def open_tokens(path: Path, tokenizer_sha: str, key: str) -> tuple[TokenFile | N
     return TokenFile(path, itemsize, count, tokenizer_sha, key), "ok"
 
 
+def _sweep_orphans(path: Path) -> None:
+    """Remove half-written copies of ``path`` left by a builder that was killed (its pid is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _Writer:
     def __init__(self, path: Path, itemsize: int) -> None:
         self.path = path
         self.itemsize = itemsize
         self.dtype = np.dtype("<u2") if itemsize == 2 else np.dtype("<u4")
         self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        _sweep_orphans(path)
         self.f = open(self.tmp, "wb")
         self.f.write(b"\0" * HEADER_SIZE)
         self.hash = hashlib.sha256()

@@ -103,7 +103,11 @@ def test_preparation_progress_in_status_and_status_answers_during_validation(dae
     human = wait_for(lambda: (r := subprocess.run([MACGPT, "status"], capture_output=True, text=True).stdout)
                      and "preparing:" in r and r, timeout=120, interval=0.2)
     assert f"job {jid}: preparing: " in human
+    t0 = time.monotonic()
     subprocess.run([MACGPT, "cancel", str(jid)], capture_output=True, text=True, timeout=60)
+    wait_for(lambda: job_status(jid)["state"] == "cancelled", timeout=60, interval=0.2)
+    # nothing to save while preparing: the worker ends at once, not after the stop message's 10 s grace
+    assert time.monotonic() - t0 < 8, time.monotonic() - t0
 
 
 def test_sigkills_over_a_token_file_from_gz_files_resume_bitwise(home: Path, tmp_path: Path) -> None:
