@@ -144,7 +144,7 @@ class Killer:
 
 
 def test_sigkill_at_random_moments_resumes_to_bitwise_identical_weights(home: Path, tmp_path: Path, soak: int) -> None:
-    steps = 240 * soak
+    steps = 160 * soak
     common = ["train", "tiny", "--steps", str(steps), "--seed", "5", *SMALL_RUN, "--json",
               "--set", "checkpoint_interval=7", "--set", "checkpoint_seconds=0", "--set", "sample_interval=50",
               "--set", "dropout=0.1"]
@@ -154,13 +154,13 @@ def test_sigkill_at_random_moments_resumes_to_bitwise_identical_weights(home: Pa
     job = tmp_path / "killed"
     proc = subprocess.Popen([MACGPT, *common, "--out", str(job)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    killer = Killer(proc, job, kills=10 * soak, rng=random.Random(1234))
+    killer = Killer(proc, job, kills=6 * soak, rng=random.Random(1234))
     proc.wait(timeout=400 * soak)
     killer.thread.join(5)
     restarts = [(e["crashes"], e["from_step"]) for e in killer.events if e["event"] == "restarting"]
     assert proc.returncode == 0, (proc.stderr.read(), restarts, killer.killed)
-    assert len(killer.killed) >= 10 * soak and "mid-write" in killer.killed, killer.killed
-    assert sum(e["event"] == "restarting" for e in killer.events) >= 10 * soak
+    assert len(killer.killed) >= 6 * soak and "mid-write" in killer.killed, killer.killed
+    assert sum(e["event"] == "restarting" for e in killer.events) >= 6 * soak
     assert not list(job.glob(".*tmp*"))  # half-written files of killed writes are cleaned up
     a = load_file(tmp_path / "clean" / "final_model.pt")
     b = load_file(job / "final_model.pt")
