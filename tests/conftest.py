@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # so a fresh clone anywhere runs the suite with nothing beside it.
 REAL_CHAT = ROOT / "tests" / "data" / "real_chat"
 
+# Lines are in the language of the locale (C gives Chinese, the guide's own): the suite asserts
+# English texts, so it fixes the language whatever the machine's locale; the language tests and
+# the few Chinese checks ask for zh themselves.
+os.environ["MACGPT_LANG"] = "en"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", type=int, default=1, metavar="N",

@@ -15,8 +15,9 @@ from .helpers import trainer
 from .test_loop import ScriptedLink
 
 QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")  # the user's own text: prompts and samples
-PATH = re.compile(r"\S*/\S*")
-UNITS = re.compile(r"\b(steps/s|tok/s|\d+(\.\d+)?(K|KB|MB|GB|B|s|e[-+]\d+)?|CPU|PyTorch|cpu|x)\b")
+PATH = re.compile(r"[^\s\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef]*/\S*")  # a path, not the words before it
+UNITS = re.compile(r"\b(steps/s|tok/s|(\d+h)?(\d+m)?\d+(\.\d+)?(K|KB|MB|GB|B|s|e[-+]\d+)?|[KMG]B/s|[KMG]B|"
+                   r"CPU|PyTorch|cpu|x|pid)\b")
 CJK = re.compile(r"[\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef]")
 LATIN = re.compile(r"[A-Za-z]{2,}")
 
@@ -96,3 +97,50 @@ def test_the_generation_test_prompt_is_the_start_of_a_held_out_text(tmp_path: Pa
     assert prepare(chosen, tmp_path, None, quiet).cfg.sample_prompt == "你好"
     builtin = build_spec("tiny", {"steps": 1, "vocab_size": 400})
     assert prepare(builtin, tmp_path / "b", None, quiet).cfg.sample_prompt == BUILTIN_PROMPT
+
+
+def _status_fixture() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    job = {"id": 3, "name": "诗歌-实验", "config": "tiny", "state": "queued", "reason": "after job 2", "step": 120,
+           "max_steps": 1000, "loss": 3.25, "eval_loss": 3.5, "steps_per_s": 4.2, "threads": 1, "batch_size": 8,
+           "micro_batch": 4, "cpu_percent": 35.0, "rss": 300 * 2**20, "disk_bytes": 2**20, "checkpoint_age": 30.0,
+           "created": 1.7e9, "governor": "throttled to 1 thread(s)", "governor_state": "throttled",
+           "preparing": {"phase": "encode", "done": 3.0, "total": 12.0, "unit": "MB", "rate": 1.5, "eta": 6.0},
+           "warning": "generation test skipped: the prompt is empty"}
+    failed = {**job, "id": 4, "name": "x", "state": "failed", "reason": "crashed 8 times: killed", "governor": None,
+              "preparing": None, "warning": None}
+    daemon = {"pid": 7, "uptime": 75.0, "max_concurrent": 1, "limits": {"max_cpu": 70, "max_memory": 60,
+              "on_battery": "pause"}, "governor": {"message": "machine CPU 40%", "total_cpu": 40.0, "ours_cpu": 20.0,
+                                                   "other_cpu": 18.0, "mem_percent": 45.0}}
+    return {"daemon": daemon, "disk_total": 2**30}, [job, failed]
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_status_and_the_train_header_are_in_one_language(lang: str, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from macgpt.client import status_view, sysinfo, train_view
+    from macgpt.client.render import cells
+    from macgpt.config.job import build_spec
+
+    r, jobs = _status_fixture()
+    table, *notes = status_view.status_lines(r, jobs, 80, lang)
+    shown = [status_view.header_line(r, jobs, 80, lang), *notes, status_view.ls_lines(jobs, 80, lang)]
+    assert all(cells(line) <= 80 for line in table.splitlines()), table  # Chinese takes two columns each
+    headings, *rows = table.splitlines()
+    assert words(headings) == ((True, False) if lang == "zh" else (False, True)), headings
+    step = "步骤" if lang == "zh" else "STEP"  # the column after the Chinese name and state lines up
+    assert {cells(row[:row.index("120/1000")]) for row in rows} == {cells(headings[:headings.index(step)])}, table
+    monkeypatch.setenv("MACGPT_LANG", lang)
+    train_view.header(build_spec("tiny", {}), Path("runs/tiny"))
+    for s in ({"result": "completed", "wall_seconds": 20.0, "train_seconds": 15.0, "train_loss": 3.1,
+               "eval_loss": 3.4, "final_model": "runs/tiny/final_model.pt", "peak_rss": 2**28,
+               "estimated_training_bytes": 2**20}, {"result": "stopped", "steps": 40}):
+        train_view.footer(s)
+    shown += [line for line in capsys.readouterr().out.splitlines() if line.strip("=-")]
+    free = ("generation test skipped", "crashed 8 times")  # free-form English messages: whole English lines
+    for line in (ln for block in shown for ln in block.splitlines()):
+        for name in (jobs[0]["name"], " tiny ", sysinfo.system_info()["platform"]):  # names: the user's, a preset's, the OS's
+            line = line.replace(name, " ")
+        chinese, english = words(re.sub(r"macgpt .*", " ", line))  # a command is typed as it is
+        assert not (chinese and english), f"{lang}: mixed line {line!r}"
+        if not any(f in line for f in free) and not line.startswith("🚀"):
+            assert (chinese, english) == ((True, False) if lang == "zh" else (False, True)), f"{lang}: {line!r}"

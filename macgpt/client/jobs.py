@@ -14,7 +14,7 @@ import click
 from macgpt.client import lines, render
 from macgpt.client.connection import Client, DaemonNotRunning, RemoteError
 from macgpt.client.exitcodes import Exit
-from macgpt.client.offline_home import OFFLINE_NOTE, OfflineHome
+from macgpt.client.offline_home import OFFLINE_NOTE, OFFLINE_NOTE_ZH, OfflineHome
 from macgpt.client.surface import emit_json, job_ref
 from macgpt.jobfiles import disk_usage
 from macgpt.paths import layout
@@ -73,7 +73,8 @@ def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool, after: 
 def offline(home: str | None, read: Callable[[OfflineHome], Any]) -> Any:
     """``read`` of the home read directly, after saying so in one line on stderr."""
     lay = layout(home)
-    click.echo(OFFLINE_NOTE.format(home=lay.home), err=True)
+    note = OFFLINE_NOTE_ZH if lines.current() == "zh" else OFFLINE_NOTE
+    click.echo(note.format(home=lay.home), err=True)
     book = OfflineHome(lay)
     try:
         return read(book)
@@ -226,17 +227,18 @@ def status(home: str | None, job: int | None, as_json: bool, states: set[str] | 
     if as_json:
         emit_json({**r, "jobs": shown})
         return Exit.OK
-    width = render.terminal_width()
+    width, lang = render.terminal_width(), lines.current()
+    zh = lang == "zh"
     if not compact:
-        click.echo(status_view.header_line(r, r["jobs"], width))
+        click.echo(status_view.header_line(r, r["jobs"], width, lang))
     if not r["jobs"]:
-        click.echo("no jobs yet: macgpt submit tiny")
+        click.echo("还没有任务：macgpt submit tiny" if zh else "no jobs yet: macgpt submit tiny")
     elif not shown:
-        click.echo("no job matches the filter")
+        click.echo("没有符合筛选条件的任务" if zh else "no job matches the filter")
     elif compact:
-        click.echo(status_view.ls_lines(shown, width))
+        click.echo(status_view.ls_lines(shown, width, lang))
     else:
-        click.echo("\n".join(status_view.status_lines(r, shown, width)))
+        click.echo("\n".join(status_view.status_lines(r, shown, width, lang)))
     _sparklines(home, [j["id"] for j in shown], as_json)
     return Exit.OK
 

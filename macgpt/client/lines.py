@@ -20,7 +20,7 @@ NO_LANGUAGE = ("c", "posix")  # a locale that names no language: the original gu
 
 GOVERNOR_ZH = {"full": "全速运行", "throttled": "已限速（减少线程或按比例暂停）", "stopped": "已暂停：其他程序占用 CPU 过多",
                "battery": "使用电池，已暂停", "memory": "内存紧张：减小批量或暂停", "hang": "无进展：重启工作进程",
-               "failed": "内存多次超限：任务失败"}
+               "failed": "内存多次超限：任务失败", "setup": "准备中：从第一步起调速", "paused": "被你暂停：恢复前不调速"}
 
 W = {
     "zh": {"step": "步骤", "epoch": "轮次", "loss": "损失", "avg": "平均损失", "speed": "速度", "lr": "学习率",
@@ -89,18 +89,47 @@ def _zh(kind: str, d: dict[str, Any]) -> str | None:
     if kind == "gave_up":
         return f"❌ 崩溃 {d['crashes']} 次后放弃"
     if kind == "governor":
-        return f"🛡  调速：{GOVERNOR_ZH.get(str(d.get('state')), '状态 ' + repr(d.get('state')))}"
+        return f"🛡  调速：{governor_zh(d.get('state'), d.get('readings'))}"
     if kind == "state":
         reason = d.get("reason")
         return f"• 状态：{_STATE_ZH.get(d['state'], d['state'])}" + (f"（{_REASON_ZH[reason]}）" if reason in _REASON_ZH else "")
     if kind == "setup":
         return _setup_zh(d)
     if kind == "progress":
-        return "⏳ " + _progress_zh(d)
+        return "⏳ " + progress_zh(d)
     return None
 
 
-def _progress_zh(d: dict[str, Any]) -> str:
+def governor_zh(state: Any, readings: Mapping[str, Any] | None) -> str:
+    """The governor's state in Chinese, with the readings it acted on: ``已限速（…）：其他程序 CPU 35%，…``."""
+    text = GOVERNOR_ZH.get(str(state), f"状态 {state!r}")
+    r = readings or {}
+    nums = [f"其他程序 CPU {r['other_cpu']:.0f}%"] if r.get("other_cpu") is not None else []
+    nums += [f"本任务 CPU {r['ours_cpu']:.0f}%"] if r.get("ours_cpu") is not None else []
+    nums += [f"内存 {r['mem_percent']:.0f}%"] if r.get("mem_percent") is not None else []
+    return text + (f"：{'，'.join(nums)}" if nums else "")
+
+
+def machine_zh(summary: Mapping[str, Any]) -> str:
+    """The daemon's reading of the machine (the English ``message`` of its summary), in Chinese."""
+    return (f"本机 CPU {summary.get('total_cpu', 0):.0f}%（本程序 {summary.get('ours_cpu', 0):.0f}%；其他程序最近最高 "
+            f"{summary.get('other_cpu', 0):.0f}%），内存 {summary.get('mem_percent', 0):.0f}%")
+
+
+def state_zh(state: str) -> str:
+    return _STATE_ZH.get(state, state)
+
+
+def reason_zh(reason: str) -> str | None:
+    """A job's reason in Chinese when it is one of the fixed ones; None for free text."""
+    if reason in _REASON_ZH:
+        return _REASON_ZH[reason]
+    if reason.startswith("after job ") and reason[10:].isdigit():
+        return f"等待任务 {reason[10:]} 完成"
+    return None
+
+
+def progress_zh(d: dict[str, Any]) -> str:
     """``编码语料：12.0/100.0 MB（5.1 MB/s，剩余 17s）`` from a "progress" event."""
     from macgpt.client.render import fmt_duration
 

@@ -14,10 +14,10 @@ from typing import Any
 import click
 
 from macgpt import metricsfile
-from macgpt.client import render, sysinfo
+from macgpt.client import render, sysinfo, train_view
 from macgpt.client.exitcodes import Exit
 from macgpt.client.render import fmt_bytes
-from macgpt.config.estimate import RUNTIME_BYTES, estimate
+from macgpt.config.estimate import estimate
 from macgpt.config.job import JobSpec
 from macgpt.paths import Layout
 
@@ -45,7 +45,7 @@ def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bo
     t0 = time.monotonic()
     events = open(job_dir / "events.jsonl", "a", encoding="utf-8")
     if not as_json:
-        _header(spec, job_dir)
+        train_view.header(spec, job_dir)
 
     def on_event(kind: str, data: dict[str, Any]) -> None:
         line = render.json_line(kind, data)
@@ -80,7 +80,7 @@ def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bo
     if as_json:
         print(json.dumps({"event": "summary", **summary}, ensure_ascii=False), flush=True)
     else:
-        _footer(summary)
+        train_view.footer(summary)
     if outcome.result == "completed":
         return Exit.OK
     if outcome.result == "stopped":
@@ -88,45 +88,6 @@ def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bo
     if outcome.result == "invalid":
         return Exit.USAGE
     return Exit.FAILURE  # failed, or "disk": a checkpoint could not be written
-
-
-def _header(spec: JobSpec, job_dir: Path) -> None:
-    info = sysinfo.system_info()
-    m, t = spec.model, spec.train
-    e = estimate(m, t.batch_size)
-    bar = "=" * 72
-    click.echo(bar)
-    click.echo(f"🚀 macgpt train {spec.config}  →  {job_dir}")
-    click.echo(bar)
-    click.echo(f"system: {info['platform']} | {info['cpu_count']} cores | memory {info['memory_gb']} GB "
-               f"total, {info['available_memory_gb']} GB available")
-    click.echo(f"model:  {m.n_layer} layer(s) x {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, "
-               f"vocab {m.vocab_size}, dropout {m.dropout}")
-    click.echo(f"params: {e.params_block:,} in blocks (the guide's count), {e.params_total:,} with embeddings")
-    click.echo(f"memory estimate: weights {fmt_bytes(e.weights_bytes)}, training {fmt_bytes(e.training_bytes)} "
-               f"(weights + grads + AdamW + activations at batch {t.batch_size}) + ~{fmt_bytes(RUNTIME_BYTES)} runtime")
-    click.echo(f"train:  {t.steps} steps, batch {t.batch_size}, lr {t.lr:g} (warm-up {t.warmup_steps}, cosine to "
-               f"{t.lr * t.min_lr_ratio:g}), seed {t.seed}, threads {t.threads or 'all'}, device {t.device}")
-    data = ", ".join(Path(p).name for p in spec.data) or "built-in pretrain_200.jsonl"
-    click.echo(f"data:   {data}; generation test every {t.sample_interval} steps with {t.sample_prompt!r}")
-    click.echo(f"limits: CPU ≤ {spec.limits.max_cpu:g}%, memory ≤ {spec.limits.max_memory:g}%, "
-               f"on battery: {spec.limits.on_battery}")
-    click.echo("-" * 72)
-
-
-def _footer(s: dict[str, Any]) -> None:
-    click.echo("-" * 72)
-    if s["result"] == "completed":
-        click.echo(f"done in {s['wall_seconds']:.1f}s wall ({s['train_seconds']:.1f}s training): "
-                   f"train loss {s['train_loss']:.4f}" + (f", eval loss {s['eval_loss']:.4f}" if s["eval_loss"] else ""))
-        click.echo(f"final model: {s['final_model']}")
-        click.echo(f"peak memory: {fmt_bytes(s['peak_rss'] or 0)} RSS measured (estimate: "
-                   f"{fmt_bytes(s['estimated_training_bytes'])} training + ~{fmt_bytes(RUNTIME_BYTES)} runtime)")
-        click.echo(f"try it:      macgpt sample \"你好，\" --model {s['final_model']}")
-    elif s["result"] == "stopped":
-        click.echo(f"stopped at step {s['steps']}; run the same command again to continue from the checkpoint")
-    else:
-        click.echo(f"failed: {s['error'] or 'the worker exited unexpectedly'} (see {s['job_dir']}/worker.log)", err=True)
 
 
 def configs(as_json: bool, max_memory: float) -> int:

@@ -13,6 +13,7 @@ from macgpt.jobfiles import best_checkpoint, no_checkpoint_message
 from macgpt.paths import Layout
 
 OFFLINE_NOTE = "(daemon not running: read from {home} directly; states are as the daemon last left them)"
+OFFLINE_NOTE_ZH = "（守护进程未运行：直接读取 {home}；状态是守护进程最后留下的）"
 VIEW_FIELDS = ("id", "name", "config", "state", "reason", "step", "max_steps", "loss", "eval_loss", "checkpoint",
                "checkpoint_step", "checkpoint_time", "final_model", "error", "warning", "restarts", "created",
                "started", "finished")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+from macgpt.client import lines as L
 from macgpt.client import render
 from macgpt.client.render import fmt_bytes
 
@@ -15,6 +16,14 @@ STATUS_HEADERS = ["ID", "NAME", "CONFIG", "STATE", "STEP", "LOSS", "EVAL", "SPEE
 STATUS_DROP = ["THREADS", "BATCH", "CKPT AGE", "CONFIG", "EVAL", "CPU", "DISK", "SPEED", "MEM"]
 LS_HEADERS = ["ID", "NAME", "CONFIG", "STATE", "STEP", "LOSS", "DISK", "CREATED"]
 LS_DROP = ["CREATED", "CONFIG", "LOSS", "DISK"]
+HEADERS_ZH = {"ID": "编号", "NAME": "名称", "CONFIG": "配置", "STATE": "状态", "STEP": "步骤", "LOSS": "损失",
+              "EVAL": "评估", "SPEED": "速度", "THREADS": "线程", "BATCH": "批量", "CPU": "CPU", "MEM": "内存",
+              "DISK": "磁盘", "CKPT AGE": "检查点距今", "CREATED": "创建时间"}
+BATTERY_ZH = {"pause": "暂停", "throttle": "限速", "run": "照常运行"}
+
+
+def _headings(names: list[str], lang: str) -> list[str]:
+    return [HEADERS_ZH[n] for n in names] if lang == "zh" else names
 
 
 def parse_states(text: str | None) -> set[str] | None:
@@ -34,45 +43,56 @@ def select(jobs: list[dict[str, Any]], states: set[str] | None, name: str | None
             and (name is None or fnmatch.fnmatchcase(j["name"], name))]
 
 
-def slots_line(daemon: dict[str, Any], jobs: list[dict[str, Any]]) -> str:
+def slots_line(daemon: dict[str, Any], jobs: list[dict[str, Any]], lang: str = "en") -> str:
     busy = sum(1 for j in jobs if j["state"] in ("starting", "running"))
-    return f"slots {busy}/{daemon.get('max_concurrent', 1)}"
+    return f"{'槽位' if lang == 'zh' else 'slots'} {busy}/{daemon.get('max_concurrent', 1)}"
 
 
-def wrap_parts(parts: list[str], width: int) -> str:
-    """``parts`` joined by "; ", starting a new line where the next would pass ``width``."""
+def wrap_parts(parts: list[str], width: int, sep: str = "; ") -> str:
+    """``parts`` joined by ``sep``, starting a new line where the next would pass ``width`` columns."""
     lines = [parts[0]]
     for part in parts[1:]:
-        if len(lines[-1]) + 2 + len(part) > width:
-            lines[-1] += ";"
+        if render.cells(lines[-1] + sep + part) > width:
+            lines[-1] += sep.rstrip()
             lines.append("  " + part)
         else:
-            lines[-1] += "; " + part
+            lines[-1] += sep + part
     return "\n".join(lines)
 
 
-def header_line(r: dict[str, Any], all_jobs: list[dict[str, Any]], width: int = 10**6) -> str:
+def header_line(r: dict[str, Any], all_jobs: list[dict[str, Any]], width: int = 10**6, lang: str = "en") -> str:
     d = r["daemon"]
-    total = f"disk {fmt_bytes(r.get('disk_total') or 0)}"
+    zh = lang == "zh"
+    total = f"{'磁盘' if zh else 'disk'} {fmt_bytes(r.get('disk_total') or 0)}"
     if not d.get("running", True):
+        if zh:
+            return wrap_parts([f"守护进程未运行（主目录 {d['home']}）", f"{len(all_jobs)} 个任务，{total}"], width, "；")
         return wrap_parts([f"daemon not running (home {d['home']})", f"{len(all_jobs)} job(s), {total}"], width)
-    lim = d["limits"]
-    governor = (d.get("governor") or {}).get("message")
-    parts = [f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}, {slots_line(d, all_jobs)}, {total}",
-             f"limits: CPU ≤ {lim['max_cpu']:g}%, memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}"]
-    return wrap_parts(parts + ([governor] if governor else []), width)
+    lim, gov = d["limits"], d.get("governor") or {}
+    if zh:
+        parts = [f"守护进程 pid {d['pid']}，已运行 {render.fmt_duration(d['uptime'])}，{slots_line(d, all_jobs, lang)}，{total}",
+                 f"限制：CPU ≤ {lim['max_cpu']:g}%，内存 ≤ {lim['max_memory']:g}%，"
+                 f"使用电池时{BATTERY_ZH.get(lim['on_battery'], lim['on_battery'])}"]
+        governor = L.machine_zh(gov) if gov.get("message") else None
+    else:
+        parts = [f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}, {slots_line(d, all_jobs)}, {total}",
+                 f"limits: CPU ≤ {lim['max_cpu']:g}%, memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}"]
+        governor = gov.get("message")
+    return wrap_parts(parts + ([governor] if governor else []), width, "；" if zh else "; ")
 
 
-def _state(j: dict[str, Any]) -> str:
+def _state(j: dict[str, Any], lang: str = "en") -> str:
+    if lang == "zh":  # the reason may be free text in English: it gets a line of its own below the table
+        return L.state_zh(j["state"])
     state = j["state"] + (f" ({j['reason']})" if j.get("reason") else "")
     return state if len(state) <= 48 else state[:47] + "…"
 
 
-def status_row(j: dict[str, Any]) -> list[str]:
+def status_row(j: dict[str, Any], lang: str = "en") -> list[str]:
     batch = "-" if j["batch_size"] is None else (
         f"{j['micro_batch']}/{j['batch_size']}" if j["micro_batch"] != j["batch_size"] else str(j["batch_size"]))
     return [
-        str(j["id"]), j["name"], j["config"], _state(j), f"{j['step']}/{j['max_steps']}",
+        str(j["id"]), j["name"], j["config"], _state(j, lang), f"{j['step']}/{j['max_steps']}",
         render.fmt_num(j["loss"], 3), render.fmt_num(j["eval_loss"], 3),
         "-" if j["steps_per_s"] is None else f"{j['steps_per_s']:.1f}/s",
         "-" if j["threads"] is None else str(j["threads"]), batch,
@@ -82,27 +102,50 @@ def status_row(j: dict[str, Any]) -> list[str]:
     ]
 
 
-def status_lines(r: dict[str, Any], jobs: list[dict[str, Any]], width: int) -> list[str]:
+def status_lines(r: dict[str, Any], jobs: list[dict[str, Any]], width: int, lang: str = "en") -> list[str]:
     """The table and the notes under it."""
-    lines = [render.fit_table(STATUS_HEADERS, [status_row(j) for j in jobs], width, STATUS_DROP, ("STATE", "NAME"))]
+    lines = [render.fit_table(_headings(STATUS_HEADERS, lang), [status_row(j, lang) for j in jobs], width,
+                              STATUS_DROP, ("STATE", "NAME"), names=STATUS_HEADERS)]
     for j in jobs:
-        full = j["state"] + (f" ({j['reason']})" if j.get("reason") else "")
-        if j.get("governor"):
-            lines.append(f"job {j['id']}: {j['governor']}")
-        if j.get("preparing"):
-            lines.append(f"job {j['id']}: preparing: {render.progress_text(j['preparing'])}")
-        if j.get("warning") and j["state"] not in ("completed", "cancelled"):
-            lines.append(f"job {j['id']}: ⚠ {j['warning']}")
-        if j.get("reason") and full not in lines[0] and j["state"] != "completed":  # cut in the table
-            lines.append(f"job {j['id']}: {j['state']}: {j['reason']}")
+        lines += _notes_zh(j) if lang == "zh" else _notes(j, lines[0])
     return lines
 
 
-def ls_lines(jobs: list[dict[str, Any]], width: int) -> str:
+def _notes(j: dict[str, Any], table: str) -> list[str]:
+    out, full = [], j["state"] + (f" ({j['reason']})" if j.get("reason") else "")
+    if j.get("governor"):
+        out.append(f"job {j['id']}: {j['governor']}")
+    if j.get("preparing"):
+        out.append(f"job {j['id']}: preparing: {render.progress_text(j['preparing'])}")
+    if j.get("warning") and j["state"] not in ("completed", "cancelled"):
+        out.append(f"job {j['id']}: ⚠ {j['warning']}")
+    if j.get("reason") and full not in table and j["state"] != "completed":  # cut in the table
+        out.append(f"job {j['id']}: {j['state']}: {j['reason']}")
+    return out
+
+
+def _notes_zh(j: dict[str, Any]) -> list[str]:
+    """The same notes in Chinese; a free-form English message (a warning, an error) stands alone."""
+    out, jid = [], j["id"]
+    if j.get("governor"):
+        nums = {"ours_cpu": j.get("cpu_percent")} if j.get("cpu_percent") is not None else None
+        out.append(f"任务 {jid}：{L.governor_zh(j.get('governor_state'), nums)}")
+    if j.get("preparing"):
+        out.append(f"任务 {jid}：准备中：{L.progress_zh(j['preparing'])}")
+    if j.get("warning") and j["state"] not in ("completed", "cancelled"):
+        out.append(f"job {jid}: ⚠ {j['warning']}")
+    if j.get("reason") and j["state"] != "completed":
+        reason = L.reason_zh(str(j["reason"]))
+        out.append(f"任务 {jid}：{L.state_zh(j['state'])}（{reason}）" if reason else
+                   f"job {jid}: {j['state']}: {j['reason']}")
+    return out
+
+
+def ls_lines(jobs: list[dict[str, Any]], width: int, lang: str = "en") -> str:
     import time
 
-    rows = [[str(j["id"]), j["name"], j["config"], _state(j), f"{j['step']}/{j['max_steps']}",
+    rows = [[str(j["id"]), j["name"], j["config"], _state(j, lang), f"{j['step']}/{j['max_steps']}",
              render.fmt_num(j["loss"], 3), fmt_bytes(j.get("disk_bytes") or 0),
              time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created"])) if j.get("created") else "-"]
             for j in jobs]
-    return render.fit_table(LS_HEADERS, rows, width, LS_DROP, ("STATE", "NAME"))
+    return render.fit_table(_headings(LS_HEADERS, lang), rows, width, LS_DROP, ("STATE", "NAME"), names=LS_HEADERS)

@@ -58,7 +58,7 @@ def test_submit_follow_sample_status_stop(daemon: Path) -> None:
         assert kind in kinds
     logs = cli("logs", "1", "--json")
     assert [json.loads(line)["seq"] for line in logs.stdout.splitlines()] == seqs
-    human = cli("logs", "1").stdout
+    human = cli("--lang", "zh", "logs", "1").stdout
     assert "步骤" in human and "平均损失" in human and "生成测试" in human
     s = cli_json("status")
     [j] = s["jobs"]
