@@ -144,3 +144,15 @@ def test_status_and_the_train_header_are_in_one_language(lang: str, capsys: pyte
         assert not (chinese and english), f"{lang}: mixed line {line!r}"
         if not any(f in line for f in free) and not line.startswith("🚀"):
             assert (chinese, english) == ((True, False) if lang == "zh" else (False, True)), f"{lang}: {line!r}"
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_control_answers_are_in_one_language(lang: str) -> None:
+    from macgpt.client.jobs import _control_line
+
+    answers = [("pause", {"state": "paused"}), ("cancel", {"state": "cancelled"}),
+               ("checkpoint", {"step": 40, "path": "jobs/3/ckpt-00000040.pt"}),
+               ("requeue", {"state": "queued", "from_step": 40}), ("requeue", {"state": "queued", "from_step": None})]
+    for cmd, r in answers:
+        line = _control_line(cmd, 3, r, lang)
+        assert words(line) == ((True, False) if lang == "zh" else (False, True)), line

@@ -66,7 +66,8 @@ def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool, after: 
     elif not follow:
         click.echo(answer["id"])
     else:
-        click.echo(f"job {answer['id']} queued ({answer['name']}, position {answer['position']})", err=True)
+        click.echo(f"任务 {answer['id']} 已排队（{answer['name']}，第 {answer['position']} 位）" if lines.current() == "zh"
+                   else f"job {answer['id']} queued ({answer['name']}, position {answer['position']})", err=True)
     return _follow(client, answer["id"], as_json) if follow else Exit.OK
 
 
@@ -253,14 +254,26 @@ def control(home: str | None, cmd: str, job: int, as_json: bool = False) -> int:
     r = client.call(cmd, {"job": job}, timeout=60.0 if cmd == "checkpoint" else None)
     if as_json:
         emit_json(job_ref(job, **{k: v for k, v in r.items() if k != "job"}))
-    elif cmd == "checkpoint":
-        click.echo(f"job {job}: checkpoint at step {r['step']} → {r['path']}")
-    elif cmd == "requeue":
-        where = f"from step {r['from_step']}" if r.get("from_step") else "from the start (no checkpoint)"
-        click.echo(f"job {job}: {r['state']}; it continues {where}")
     else:
-        click.echo(f"job {job}: {r['state']}")
+        click.echo(_control_line(cmd, job, r, lines.current()))
     return Exit.OK
+
+
+def _control_line(cmd: str, job: int, r: dict[str, Any], lang: str) -> str:
+    if lang == "zh":
+        if cmd == "checkpoint":
+            return f"任务 {job}：第 {r['step']} 步的检查点 → {r['path']}"
+        state = lines.state_zh(r["state"])
+        if cmd == "requeue":
+            where = f"从第 {r['from_step']} 步" if r.get("from_step") else "从头（没有检查点）"
+            return f"任务 {job}：{state}；将{where}继续"
+        return f"任务 {job}：{state}"
+    if cmd == "checkpoint":
+        return f"job {job}: checkpoint at step {r['step']} → {r['path']}"
+    if cmd == "requeue":
+        where = f"from step {r['from_step']}" if r.get("from_step") else "from the start (no checkpoint)"
+        return f"job {job}: {r['state']}; it continues {where}"
+    return f"job {job}: {r['state']}"
 
 
 @remote
