@@ -40,6 +40,9 @@ def limit_options(f: Any) -> Any:
                      help="crashes without saved progress before a job fails (default 8)"),
         click.option("--max-concurrent", type=click.IntRange(1, 64), default=1, show_default=True,
                      help="jobs trained at the same time"),
+        click.option("--max-clients", type=click.IntRange(8, 1_000_000), default=None,
+                     help="connections served at once (default 4096, fewer under a low descriptor limit); "
+                          "more are refused with an error"),
         click.option("--tcp-port", type=click.IntRange(1, 65535), default=None,
                      help="also listen on TCP (off by default), on --tcp-host"),
         click.option("--tcp-host", default="127.0.0.1", show_default=True,
@@ -114,7 +117,7 @@ def saved_limits(lay: Layout) -> Limits:
 @click.pass_context
 def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_battery: str | None,
         hard_memory: float | None, hang_seconds: float | None, max_crashes: int | None, max_concurrent: int,
-        tcp_port: int | None, tcp_host: str, json_logs: bool) -> None:
+        max_clients: int | None, tcp_port: int | None, tcp_host: str, json_logs: bool) -> None:
     """Run the daemon in the foreground (for launchd, systemd and debugging)."""
 
     import zmq
@@ -145,7 +148,7 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
         sys.exit(Exit.USAGE)
     argv_env = os.environ.get("MACGPT_WORKER_ARGV")  # tests run deliberately misbehaving workers
     daemon = Daemon(lay, limits, max_concurrent, (tcp_host, tcp_port) if tcp_port else None,
-                    json.loads(argv_env) if argv_env else None)
+                    json.loads(argv_env) if argv_env else None, **({"max_clients": max_clients} if max_clients else {}))
     try:
         daemon.open()
     except AlreadyRunning as e:

@@ -26,6 +26,7 @@ from macgpt.log import get
 from macgpt.paths import Layout
 from macgpt.protocol import ErrorCode, JobState, ProtocolError
 from macgpt.supervisor import handlers, housekeeping, notify
+from macgpt.supervisor.admission import MAX_CLIENTS, Admission, busy_message, caps_for, fds_open, rebind_ipc
 from macgpt.supervisor.bus import EventBus
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.governance import Governance, queue_reason, same_wait
@@ -45,8 +46,9 @@ RUNTIME_BUSY_MS = 200  # once running, a locked database costs the loop at most 
 
 class Daemon:
     def __init__(self, lay: Layout, limits: Limits, max_concurrent: int = 1, tcp: tuple[str, int] | None = None,
-                 worker_argv: list[str] | None = None) -> None:
+                 worker_argv: list[str] | None = None, max_clients: int = MAX_CLIENTS) -> None:
         self.lay = lay
+        self.max_clients = max_clients
         self.limits = limits
         self.max_concurrent = max_concurrent
         self.tcp = tcp  # (loopback host, port), checked by the CLI
@@ -96,6 +98,12 @@ class Daemon:
                 os.chmod(self.lay.runtime / path, 0o600)
         finally:
             os.umask(old_umask)
+        import resource
+
+        self.admission = Admission([(self.control, self.lay.control), (self.pub, self.lay.events)],
+                                   caps_for(resource.getrlimit(resource.RLIMIT_NOFILE)[0], fds_open() + 8,
+                                            self.max_clients), rebind_ipc)
+        log.info("connection_caps", refuse_at=self.admission.caps.refuse_at, shed_at=self.admission.caps.shed_at)
         self.bus = EventBus(self.store, self.pub)
         self.frozen = FrozenRegistry(self.lay.frozen_file)
         thawed = self.frozen.recover()
@@ -132,10 +140,13 @@ class Daemon:
         poller.register(self.channel.sock, zmq.POLLIN)
         if self.tcp_auth:
             poller.register(self.tcp_auth.sock, zmq.POLLIN)
+        for mon in self.admission.monitors:  # a flood of connections wakes the loop at once
+            poller.register(mon, zmq.POLLIN)
         try:
             while not self.stopping:
                 timeout = self.governance.wait_ms() if self.runners or self.restart_at else IDLE_POLL_MS
                 ready = dict(poller.poll(timeout))
+                self.admission.guard()  # first: near the descriptor limit every millisecond counts
                 try:
                     self._retry_transitions()
                     if self.control in ready:
@@ -172,6 +183,8 @@ class Daemon:
                 req_id = None
             req = protocol.parse_request(payload)
             req_id = req.id
+            if not self.admission.admit(identity):
+                raise ProtocolError(ErrorCode.UNAVAILABLE, busy_message(self.admission.open, self.admission.caps))
             reply = handlers.Reply(self, identity, req.id, frames[1:-1])
             result = handlers.dispatch(self, req.cmd, req.args, reply)
             if result is not handlers.DEFERRED:
@@ -396,6 +409,7 @@ class Daemon:
             self._ended(job_id, runner, "stopped")
         self.bus.flush()
         self.governance.close()
+        self.admission.close()
         for sock in (self.control, self.pub, self.channel.sock):
             sock.close(0)
         if self.tcp_auth:

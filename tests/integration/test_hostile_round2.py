@@ -243,6 +243,81 @@ def test_many_idle_connections_and_1000_opened_and_dropped_leave_the_daemon_serv
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def _idle_connections(lay, n: int) -> list[zmq.Socket]:
+    out = []
+    for _ in range(n):
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(lay.control)
+        out.append(s)
+    return out
+
+
+def _status_until_ok(home: Path, timeout: float) -> subprocess.CompletedProcess:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run([MACGPT, "status", "--json"], capture_output=True, text=True, timeout=30,
+                           env=env_with_home(home))
+        if r.returncode == 0 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.3)
+
+
+def test_connections_over_the_cap_are_refused_with_an_error_and_served_again_when_they_go(home: Path) -> None:
+    """Item 4: a cap on concurrent connections; the excess gets an error naming the count and the
+    limit (exit 1), the connections already served go on, and the cap lifts when they close."""
+    r = macgptd("start", "--max-clients", "40")
+    assert r.returncode == 0, r.stderr
+    try:
+        lay = layout(str(home))
+        served = Client(lay)
+        assert served.call("ping")["pong"] is True  # served before the flood: still served during it
+        idle = _idle_connections(lay, 60)
+        time.sleep(1.5)  # let the daemon accept them all
+        refused = subprocess.run([MACGPT, "status"], capture_output=True, text=True, timeout=30, env=env_with_home(home))
+        assert refused.returncode == 1, (refused.returncode, refused.stderr)
+        assert "too many connections (" in refused.stderr and "limit 40" in refused.stderr, refused.stderr
+        assert served.call("ping")["pong"] is True
+        for s in idle:
+            s.close(0)
+        assert _status_until_ok(home, 15).returncode == 0
+        served.close()
+        log = (home / "logs" / "macgptd.log").read_text()
+        assert "client_refused" in log
+    finally:
+        macgptd("stop", timeout=90)
+
+
+def test_a_flood_of_idle_connections_near_the_descriptor_limit_is_shed_and_the_daemon_lives(home: Path) -> None:
+    """Item 4: under a hard descriptor limit of 256 the soft one cannot be raised; 300 idle
+    connections (which reconnect by themselves) would exhaust it and libzmq would abort. The
+    daemon closes its listeners for a moment instead, and serves again once the flood is gone."""
+    import resource
+
+    import psutil
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    try:
+        r = subprocess.run([MACGPTD, "start"], capture_output=True, text=True, timeout=60,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
+        assert r.returncode == 0, r.stderr
+        pid = json.loads(macgptd("status", "--json").stdout)["pid"]
+        flood = _idle_connections(layout(str(home)), 300)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5:
+            assert psutil.Process(pid).is_running() and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            assert psutil.Process(pid).num_fds() < 256
+            time.sleep(0.05)
+        for s in flood:
+            s.close(0)
+        assert _status_until_ok(home, 20).returncode == 0
+        assert "connections_shed" in (home / "logs" / "macgptd.log").read_text()
+    finally:
+        macgptd("stop", timeout=90)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_two_train_runs_on_one_directory_the_second_is_refused_before_fresh_deletes(home: Path) -> None:
     """Also: nothing stopped two `macgpt train` runs on one --out directory, and --fresh deleted the
     first one's files under it."""
