@@ -69,8 +69,14 @@ class TransitionError(Exception):
     pass
 
 
+class StoreBusy(sqlite3.OperationalError):
+    """A write refused without waiting: another program held the write lock a moment ago."""
+
+
 class JobStore:
     def __init__(self, path: Path, timeout: float = 5.0) -> None:
+        self._busy_until = 0.0  # monotonic time before which writes fail at once (see tx)
+        self._busy_pause = 0.0
         self.path = Path(path)
         try:
             self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
@@ -140,7 +146,20 @@ class JobStore:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """A write transaction. While another program holds the write lock, a write waits the busy
+        timeout once, then writes fail at once for a growing pause (0.1 s doubling to 2 s), so a
+        long lock costs the daemon's loop one wait, not one per write; callers keep what failed."""
+        now = time.monotonic()
+        if now < self._busy_until:
+            raise StoreBusy("database is locked by another program; the write is kept and tried again")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                self._busy_pause = min(2.0, max(0.1, self._busy_pause * 2))
+                self._busy_until = time.monotonic() + self._busy_pause
+            raise
+        self._busy_pause = 0.0
         try:
             yield self.db
         except BaseException:
