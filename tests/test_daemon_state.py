@@ -97,8 +97,11 @@ def test_a_locked_database_at_runtime_neither_stops_nor_blocks_the_daemon(daemon
     finally:
         other.execute("ROLLBACK")
         other.close()
-    daemon._retry_transitions()
-    daemon.bus.flush()
+    deadline = time.monotonic() + 5  # writes are tried again after a pause of at most 2 s (StoreBusy)
+    while (daemon.pending_transitions or daemon.bus._buffer) and time.monotonic() < deadline:
+        daemon._retry_transitions()
+        daemon.bus.flush()
+        time.sleep(0.05)
     assert not daemon.pending_transitions
     assert daemon.store.get(jid)["state"] == JobState.QUEUED
     kinds = [e["kind"] for e in daemon.store.history(jid)]

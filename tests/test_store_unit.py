@@ -108,3 +108,30 @@ def test_a_database_from_a_newer_macgpt_is_refused(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version=99")
     with pytest.raises(StoreError, match="newer macgpt"):
         JobStore(path)
+
+
+def test_under_another_programs_lock_a_write_waits_once_then_fails_at_once_until_the_pause_ends(tmp_path: Path) -> None:
+    import time
+
+    from macgpt.supervisor.store import StoreBusy
+
+    store = JobStore(tmp_path / "jobs.db")
+    store.set_busy_timeout(300)
+    jid = store.create("a", "tiny", {}, 10)
+    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    t0 = time.perf_counter()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store.update(jid, step=1)
+    waited = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    for _ in range(20):
+        with pytest.raises(StoreBusy):
+            store.update(jid, step=2)
+    assert waited >= 0.25 and time.perf_counter() - t1 < 0.1  # one busy wait, then no wait at all
+    other.execute("ROLLBACK")
+    other.close()
+    time.sleep(0.15)  # the first pause is 0.1 s
+    store.update(jid, step=3)
+    assert store.get(jid)["step"] == 3
+    store.close()
