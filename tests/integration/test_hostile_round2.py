@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from macgpt import curvekeys, protocol
-from macgpt.client.connection import Client
+from macgpt.client.connection import Client, RemoteError
 from macgpt.paths import layout
 
 from ..conftest import MACGPT, MACGPTD, env_with_home
@@ -344,3 +344,26 @@ def test_two_train_runs_on_one_directory_the_second_is_refused_before_fresh_dele
             first.wait(60)
         except subprocess.TimeoutExpired:
             first.kill()
+
+
+def test_a_fifo_named_like_data_never_wedges_the_daemon(daemon: Path, tmp_path: Path) -> None:
+    """Item 8 (with the data issue): a FIFO named `*.txt` wedged the daemon's loop. The client
+    refuses it on stat; a raw request that names it anyway is answered and the daemon never opens it."""
+    fifo = tmp_path / "poems.txt"
+    os.mkfifo(fifo)
+    r = subprocess.run([MACGPT, "submit", "tiny", "--data", str(fifo)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "poems.txt: is a FIFO" in r.stderr, r.stderr
+    c = Client(layout(str(daemon)), timeout=5)
+    t0 = time.monotonic()
+    try:
+        jid = c.call("submit", {"config": "tiny", "data": [str(fifo)], "overrides": {"steps": 5}})["job"]
+    except RemoteError:
+        jid = None  # refused at once: as good as a worker that fails it
+    assert time.monotonic() - t0 < 3 and c.call("ping")["pong"] is True  # the loop never blocked on it
+    if jid is not None:  # the worker refuses it on stat too, and the job fails saying so
+        deadline = time.monotonic() + 120
+        while (j := c.call("status", {"job": jid})["jobs"][0])["state"] not in ("failed", "cancelled"):
+            assert time.monotonic() < deadline, j
+            time.sleep(0.2)
+        assert "FIFO" in (j.get("error") or j.get("reason") or ""), j
+    c.close()
