@@ -20,6 +20,7 @@ from macgpt.ckptformat import checkpoint_files
 from macgpt.config.limits import Limits, in_force
 from macgpt.priority import lower
 from macgpt.supervisor import governor as g
+from macgpt.supervisor.cpuquota import Quotas, open_root
 from macgpt.supervisor.dutycycle import DutyCycler
 from macgpt.supervisor.monitor import Monitor, Readings, own_cpu_seconds
 from macgpt.supervisor.restarts import RestartPolicy, next_restart
@@ -51,7 +52,8 @@ class Governance:
         self.tuning = tuning or g.Tuning()
         self.clock = clock
         self.monitor = Monitor(clock)
-        self.cycler = DutyCycler()
+        root, self.quota_how = open_root()
+        self.cycler = DutyCycler(quotas=Quotas(root) if root else None)
         self.state = g.GovState()
         self.last: Readings | None = None
         self.crashes: dict[int, list[float]] = {}
@@ -125,7 +127,8 @@ class Governance:
             case g.SetBatch(micro_batch=m):
                 runner.request("set_batch", {"micro_batch": m})
             case g.SetDuty(duty=d):
-                self.cycler.set(runner.worker, d)
+                gov = self.state.jobs.get(a.job)
+                self.cycler.set(runner.worker, d, gov.threads if gov else None)
             case g.Pause(reason=why):
                 runner.request("pause", {"reason": why})
             case g.Resume():

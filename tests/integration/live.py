@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from macgpt.client.connection import Client
 from macgpt.paths import layout
@@ -100,14 +100,20 @@ def governor(e: dict[str, Any], state: str) -> bool:
 
 
 class Hog:
-    """Busy processes at normal priority: the user's foreground work."""
+    """Busy processes at normal priority: the user's foreground work. Every hog still running when
+    a test ends is stopped by the fixture in conftest, so a failed test cannot load the next ones."""
+
+    running: ClassVar[list[Hog]] = []
 
     def __init__(self, n: int | None = None, mb: int = 0) -> None:
         hold = f"b = bytearray({mb * 2**20})\nfor i in range(0, len(b), 4096): b[i] = 1\nimport time\nwhile True: time.sleep(1)"
         code = hold if mb else "while True: pass"
         self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n or (os.cpu_count() or 2))]
+        Hog.running.append(self)
 
     def stop(self) -> None:
         for p in self.procs:
             p.kill()
             p.wait()
+        if self in Hog.running:
+            Hog.running.remove(self)
