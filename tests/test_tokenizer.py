@@ -86,3 +86,11 @@ def test_saved_as_json_not_pickle(tmp_path: Path, tok: BPETokenizer) -> None:
     raw = (tmp_path / "t.json").read_text(encoding="utf-8")
     assert raw.lstrip().startswith("{")
     assert BPETokenizer.load(tmp_path / "t.json").sha256 == tok.sha256
+
+
+def test_batch_encoding_gives_the_ids_of_one_by_one_encoding(tok: BPETokenizer) -> None:
+    """The batch path (``encode_batch_fast``, no offsets) writes the token files: same ids as ``encode``."""
+    import json
+
+    texts = [json.loads(line)["text"] for line in (REAL_CHAT / "eval.jsonl").open(encoding="utf-8")][:200]
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]

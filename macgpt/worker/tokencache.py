@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from macgpt.fsutil import fsync_dir
+from macgpt.prefetch import prefetched
 
 MAGIC = b"MGTOKS1\n"
 HEADER = struct.Struct("<8sB7xQ32s32s32s")
@@ -196,7 +197,7 @@ def build(
                 progress(done)
 
     try:
-        for name, text in texts:
+        for name, text in prefetched(texts):  # reading and parsing overlap the encoder
             if name not in pending:
                 continue
             pending[name].append(text)

@@ -93,7 +93,8 @@ class BPETokenizer:
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str] | tuple[str, ...]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        # the fast variant computes no character offsets (we never use them): the same ids, ~25 % sooner
+        return [e.ids for e in self._tok.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._bytes[token_id]
