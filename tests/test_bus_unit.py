@@ -64,6 +64,8 @@ def test_a_database_error_keeps_events_buffered_until_a_later_flush(tmp_path: Pa
         assert store.last_seq(job) == 0
         other.execute("ROLLBACK")
         bus.emit(job, "metrics", {"step": 2})
+        bus.flush()  # within the store's pause after a lock (StoreBusy): still buffered, nothing lost
+        time.sleep(0.15)  # the first pause is 0.1 s
         bus.flush()
         assert [e["data"]["step"] for e in store.history(job)] == [1, 2]
     finally:
