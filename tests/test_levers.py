@@ -13,7 +13,14 @@ def test_a_cgroup_v1_linux_machine_uses_the_signal_levers_and_says_why_not_cgrou
     assert any("SCHED_IDLE" in line for line in lines)
     assert any(line.startswith("duty cycle") for line in lines)
     assert any("cgroup v2" in line and "cgroup v1 hierarchy" in line for line in lines)
-    assert any(line.startswith("PSI") and "present" in line for line in lines)
+    assert any(line.startswith("PSI") and "shown in status" in line for line in lines)
+    assert any(line.startswith("kernel CPU quota") and "not in use" in line for line in lines)
+
+
+def test_a_machine_with_a_writable_cgroup_holds_the_duty_by_quota() -> None:
+    lines = describe(Machine("linux", False, False, True, cpu_quota="cgroup v1 /sys/fs/cgroup/cpu/macgpt-0"))
+    assert any(line.startswith("duty cycle: a kernel CPU quota") and "macgpt-0" in line for line in lines)
+    assert not any(line.startswith("kernel CPU quota") for line in lines)
 
 
 def test_cgroup_v2_reasons_follow_the_facts() -> None:
@@ -35,3 +42,14 @@ def test_this_machine() -> None:
     assert m.platform == sys.platform
     assert m.psi == os.path.exists("/proc/pressure/cpu")
     assert m.cgroup_v2 == os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def test_cpu_pressure_is_read_from_psi_or_none(tmp_path) -> None:
+    from macgpt.supervisor.monitor import cpu_pressure
+
+    f = tmp_path / "cpu"
+    f.write_text("some avg10=12.34 avg60=7.54 avg300=4.87 total=2749418503\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert cpu_pressure(str(f)) == 12.34
+    assert cpu_pressure(str(tmp_path / "absent")) is None
+    here = cpu_pressure()
+    assert (here is None) == (not os.path.exists("/proc/pressure/cpu")) and (here is None or 0 <= here <= 100)

@@ -268,6 +268,7 @@ class Governance:
         return {"total_cpu": r.total_cpu, "other_cpu": other, "other_cpu_now": r.other_cpu, "ours_cpu": r.ours_cpu,
                 "mem_percent": r.mem_percent, "swap_percent": r.swap_percent, "on_battery": r.on_battery,
                 "battery_percent": r.battery_percent, "memory_pressure": r.memory_pressure,
+                "cpu_pressure": r.cpu_pressure,
                 "daemon_cpu_percent_of_core": own,
                 "message": f"machine CPU {r.total_cpu:.0f}% (ours {r.ours_cpu:.0f}%; other programs up to "
                            f"{other:.0f}% over the last {self.tuning.hold:g}s), memory {r.mem_percent:.0f}%"}

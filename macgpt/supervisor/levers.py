@@ -40,7 +40,8 @@ def describe(m: Machine) -> list[str]:
                "no delegated cgroup v2 subtree is writable by this user" if not m.cgroup_writable else
                "available here, not implemented yet")
         out.append(f"cgroup v2 memory.high and cgroup.freeze: not in use: {why}")
-        out.append("PSI (/proc/pressure): " + ("present, not used by the policy yet" if m.psi else "absent"))
+        out.append("PSI (/proc/pressure): " + ("cpu some avg10 read and shown in status; not acted on (machine-wide "
+                                              "it counts our own workers' waiting threads too)" if m.psi else "absent"))
     if m.platform == "darwin":
         out.append("background QoS per computing thread: not in use (untested here)")
     return out

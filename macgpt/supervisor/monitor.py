@@ -47,11 +47,29 @@ class Readings:
     on_battery: bool | None = None  # None: no battery (a desktop)
     battery_percent: float | None = None
     memory_pressure: str | None = None  # macOS: normal, warn, critical
+    cpu_pressure: float | None = None  # Linux PSI: % of the last 10 s some runnable task waited for a CPU
     valid: bool = True  # False: a process left a worker's tree mid-interval, so other_cpu is unreliable
 
     def brief(self) -> dict[str, float]:
         return {"total_cpu": round(self.total_cpu, 1), "ours_cpu": round(self.ours_cpu, 1),
                 "other_cpu": round(self.other_cpu, 1), "mem_percent": round(self.mem_percent, 1)}
+
+
+def cpu_pressure(path: str = "/proc/pressure/cpu") -> float | None:
+    """PSI's ``some avg10`` for CPU (Linux 4.20+), or None where there is none. Shown in status;
+    the policy does not act on it: machine-wide it also counts our own workers' waiting threads."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    for part in first.split():
+        if part.startswith(b"avg10="):
+            try:
+                return float(part[6:])
+            except ValueError:
+                return None
+    return None
 
 
 def _busy(t: psutil._common.scputimes) -> float:  # type: ignore[name-defined]
@@ -116,7 +134,8 @@ class Monitor:
             t=now, interval=dt, ncpu=self.ncpu, total_cpu=total, ours_cpu=min(ours, 100.0),
             other_cpu=max(0.0, total - ours), mem_percent=vm.percent, mem_available=vm.available,
             mem_total=vm.total, swap_percent=self._swap, workers=readings, on_battery=on_battery,
-            battery_percent=percent, memory_pressure=memory_pressure(), valid=valid,
+            battery_percent=percent, memory_pressure=memory_pressure(), cpu_pressure=cpu_pressure(),
+            valid=valid,
         )
 
     def _worker(self, pid: int, dt: float) -> tuple[WorkerReading | None, bool]:
