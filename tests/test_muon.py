@@ -46,7 +46,7 @@ def test_one_step_matches_the_published_rule() -> None:
     torch.manual_seed(3)
     w = torch.randn(24, 8, requires_grad=True)
     start = w.detach().clone()
-    opt = Muon([w], lr=0.1, momentum=0.9)
+    opt = Muon([w], lr=0.1, momentum=0.9, ns_dtype=torch.float32)  # the rule, not bf16's rounding
     grads = [torch.randn(24, 8) for _ in range(2)]
     buf = torch.zeros(24, 8)
     expected = start.clone()

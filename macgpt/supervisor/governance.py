@@ -88,7 +88,8 @@ class Governance:
         readings = self.monitor.read({j: r.worker.pid for j, r in live.items()})
         self.last = readings
         self.state, actions = g.decide(readings, self.limits, self.state, self.tuning)
-        for action in actions:
+        # What a note says is done must be done when it is read: levers first, notes after.
+        for action in sorted(actions, key=lambda a: isinstance(a, g.Note)):
             self._apply(action, live)
 
     def _sync(self, live: dict[int, JobRunner]) -> None:

@@ -79,7 +79,7 @@ def test_wait_rm_cancel_resume_from_checkpoint_prune_and_offline(daemon: Path) -
     stop = subprocess.run([MACGPTD, "stop"], capture_output=True, text=True, timeout=90)
     assert stop.returncode == 0, stop.stderr
     logs = cli("--lang", "zh", "logs", "1")
-    assert logs.returncode == 0 and "步骤" in logs.stdout and "daemon not running" in logs.stderr
+    assert logs.returncode == 0 and "步骤" in logs.stdout and "守护进程未运行" in logs.stderr  # one language per line
     out = json_of("sample", "你好，", "--job", "1", "-n", "5")
     assert out["source"] == "checkpoint" and out["text"].startswith("你好，") and isinstance(out["seed"], int)
     listing = cli("ls")

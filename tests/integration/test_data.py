@@ -115,7 +115,8 @@ def test_sigkills_over_a_token_file_from_gz_files_resume_bitwise(home: Path, tmp
     d.mkdir(parents=True)
     with gzip.open(d / "a.jsonl.gz", "wt", encoding="utf-8") as f:
         f.write((REAL_CHAT / "train.jsonl").read_text(encoding="utf-8"))
-    common = ["train", "tiny", "--steps", "90", "--seed", "9", *RUN, "--json", "--data", str(tmp_path / "corpus"),
+    steps = 90
+    common = ["train", "tiny", "--steps", str(steps), "--seed", "9", *RUN, "--json", "--data", str(tmp_path / "corpus"),
               "--set", "checkpoint_interval=7", "--set", "checkpoint_seconds=0", "--set", "sample_interval=0"]
     clean = subprocess.run([MACGPT, *common, "--out", str(tmp_path / "clean")], capture_output=True, text=True, timeout=400)
     assert clean.returncode == 0, clean.stderr
@@ -128,7 +129,7 @@ def test_sigkills_over_a_token_file_from_gz_files_resume_bitwise(home: Path, tmp
     assert proc.returncode == 0 and len(killer.killed) >= 2, (proc.stderr.read(), killer.killed)
     assert sum(e["event"] == "restarting" for e in killer.events) >= 2
     a, b = load_file(tmp_path / "clean" / "final_model.pt"), load_file(job / "final_model.pt")
-    assert a["step"] == b["step"] == 120 and a["corpus"] == b["corpus"]
+    assert a["step"] == b["step"] == steps and a["corpus"] == b["corpus"]
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(job) in " ".join(p.info["cmdline"] or [])

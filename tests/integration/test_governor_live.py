@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 
 from ..conftest import REAL_CHAT
-from .live import Hog, LiveRun, governor
+from .live import Hog, LiveRun, governor, wait_for
 
 TINY = ["tiny", "--steps", "1000000", "--set", "vocab_size=500", "--batch-size", "4"]
 
@@ -24,7 +24,8 @@ def test_cpu_hog_stops_the_trainer_within_a_second_and_it_comes_back_after_the_h
         i, _ = run.wait(lambda e: governor(e, "stopped"), timeout=10)
         reaction = run.times[i] - t0
         pid = run.kinds("spawned")[-1]["pid"]
-        assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
+        # The stop is sent; an idle-priority process on CPUs the hog fills enters it when next scheduled.
+        wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, timeout=1.0, interval=0.01)
         time.sleep(2.0)
         hog.stop()
         t1 = time.monotonic()
