@@ -74,6 +74,10 @@ def train(ctx: click.Context, out: Path | None, fresh: bool, as_json: bool, **op
 
     resolve_init_from(opts, ctx.obj["home"])
     spec = spec_from_options(opts)
+    if opts.get("print_torchrun"):
+        from macgpt.client import scaleout
+
+        return scaleout.print_lines(spec, layout(ctx.obj["home"]), out)
     spec = check_data(spec)
     check_device(spec)
     return local.train(spec, layout(ctx.obj["home"]), out, fresh, as_json)
@@ -166,6 +170,10 @@ def submit(ctx: click.Context, after: tuple[int, ...], follow: bool, as_json: bo
 
     resolve_init_from(opts, ctx.obj["home"])
     spec = spec_from_options(opts)
+    if opts.get("print_torchrun"):
+        from macgpt.client import scaleout
+
+        return scaleout.print_lines(spec, None, None)
     spec = check_data(spec)
     check_device(spec)
     hooks = {"notify": notify, "on_finish": on_finish} if notify or on_finish else None

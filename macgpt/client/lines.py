@@ -171,6 +171,9 @@ def _setup_zh(d: dict[str, Any]) -> str | None:
         return f"↩️  从第 {d['step']} 步恢复：{d['path']}"
     if phase == "initialized":
         return f"🌱 权重来自 {d['path']}（已训练 {d['from_step']} 步）；优化器和学习率计划重新开始"
+    if phase == "spread":
+        return (f"🔀 {d['world']} 个进程（每台机器 {d['nproc']} 个 x {d['nnodes']} 台，{d['backend']}）："
+                f"第 {d['rank']} 号进程训练每批的第 {d['rows'][0]}-{d['rows'][1] - 1} 行")
     return None
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 FIELD_OPTIONS = {  # option name -> config field
     "steps": "steps", "batch_size": "batch_size", "lr": "lr", "block_size": "block_size",
     "seed": "seed", "threads": "threads", "device": "device", "init_from": "init_from",
-    "prompt": "sample_prompt",
+    "prompt": "sample_prompt", "nproc": "nproc", "nnodes": "nnodes", "node_rank": "node_rank", "rdzv": "rdzv",
 }
 
 
@@ -44,6 +44,12 @@ def job_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "shape and tokenizer, e.g. to fine-tune on new data; optimizer and schedule start fresh"),
         click.option("--prompt", metavar="TEXT", help="prompt of the generation tests (default: the start of a "
                                                       "held-out text of your data; 你好， for the built-in data)"),
+        click.option("--nproc", metavar="N", help="ranks (processes) on this machine, torch.distributed (DDP): "
+                     "the batch is split across them (default 1)"),
+        click.option("--nnodes", metavar="M", help="machines the job runs on, each with --nproc ranks (default 1)"),
+        click.option("--node-rank", metavar="R", help="this machine's place among --nnodes (0: writes the model)"),
+        click.option("--rdzv", metavar="HOST:PORT", help="where the machines meet: node 0's address and a free port"),
+        click.option("--print-torchrun", is_flag=True, help="print the command line for every machine and exit"),
         click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
                      help="any model or training field, e.g. --set n_embd=128; repeatable"),
         click.option("--name", default="", help="a name for the job (letters, digits, . _ -)"),

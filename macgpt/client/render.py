@@ -113,6 +113,9 @@ def setup_line(d: dict[str, Any]) -> str | None:
         return f"↩️  resumed from step {d['step']}: {d['path']}"
     if phase == "initialized":
         return f"🌱 weights from {d['path']} (trained {d['from_step']} steps); a fresh optimizer and schedule"
+    if phase == "spread":
+        return (f"🔀 {d['world']} ranks ({d['nproc']} per machine x {d['nnodes']} machine(s), {d['backend']}): "
+                f"rank {d['rank']} trains rows {d['rows'][0]}-{d['rows'][1] - 1} of each batch")
     return None
 
 

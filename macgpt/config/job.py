@@ -20,6 +20,7 @@ from macgpt.config.schema import (
     ModelConfig,
     TrainConfig,
     check_model,
+    check_train,
     from_dict,
     section_of,
     stored_model_config,
@@ -61,7 +62,7 @@ class JobSpec:
             config=str(d["config"]),
             name=str(d.get("name", "")),
             model=stored_model_config(d["model"]),
-            train=from_dict(TrainConfig, d["train"]),
+            train=check_train(from_dict(TrainConfig, d["train"])),
             data=tuple(str(p) for p in d.get("data", ())),
             eval_data=tuple(str(p) for p in d.get("eval_data", ())),
             limits=Limits.from_dict(d.get("limits", {})),
@@ -118,6 +119,7 @@ def build_spec(
     train = with_overrides(preset.train_for(model.recipe), by_section["train"])
     if train.warmup_steps >= train.steps and train.warmup_steps > 0:
         train = dataclasses.replace(train, warmup_steps=max(0, train.steps // 10))
+    check_train(train)
     return JobSpec(
         config=config,
         model=model,

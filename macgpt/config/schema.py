@@ -81,6 +81,8 @@ class TrainConfig:
     beta2: float = _f(0.99, Bound(float, 0.0, 1.0, help="AdamW beta2"))
     muon_lr: float = _f(0.02, Bound(float, 0.0, 10.0, lo_open=True, help="Muon's peak lr for hidden matrices (modern recipe)"))
     muon_momentum: float = _f(0.95, Bound(float, 0.0, 1.0, help="Muon's Nesterov momentum (modern recipe)"))
+    muon_dtype: str = _f("auto", Bound(str, choices=("auto", "float32", "bfloat16"),
+                                       help="Newton-Schulz precision (auto: bfloat16 where the hardware multiplies it natively)"))
     grad_clip: float = _f(1.0, Bound(float, 0.0, 1e6, help="gradient norm clip (0: off)"))
     seed: int = _f(1337, Bound(int, 0, 2**31 - 1, help="random seed"))
     threads: int = _f(0, Bound(int, 0, 1024, help="CPU threads (0: all cores)"))
@@ -97,6 +99,11 @@ class TrainConfig:
                                          help="MB of text, evenly spread, that the tokenizer is trained on"))
     init_from: str = _f("", Bound(str, help="start from this checkpoint's weights, shape and tokenizer "
                                           "(a fresh optimizer and schedule); empty: random weights"))
+    nproc: int = _f(1, Bound(int, 1, 256, help="ranks (processes) of the job on this machine, torch.distributed; "
+                                          "the batch is split across all ranks"))
+    nnodes: int = _f(1, Bound(int, 1, 1024, help="machines the job runs on (each runs its own --nproc ranks)"))
+    node_rank: int = _f(0, Bound(int, 0, 1023, help="this machine's place among --nnodes (0 writes the model)"))
+    rdzv: str = _f("", Bound(str, help="HOST:PORT where the nodes meet (node 0's address), needed with nnodes > 1"))
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
@@ -191,6 +198,23 @@ def check_model(cfg: ModelConfig) -> ModelConfig:
         raise ConfigError(
             f"n_embd={cfg.n_embd} must be divisible by n_head={cfg.n_head}"
         )
+    return cfg
+
+
+def check_train(cfg: TrainConfig) -> TrainConfig:
+    """Cross-field checks of the training fields: how a job spreads over ranks and machines."""
+    world = cfg.nproc * cfg.nnodes
+    if world > cfg.batch_size:
+        raise ConfigError(f"nproc={cfg.nproc} x nnodes={cfg.nnodes} = {world} ranks need batch_size >= {world} "
+                          f"(each rank trains at least one sequence of a step); got batch_size={cfg.batch_size}")
+    if cfg.node_rank >= cfg.nnodes:
+        raise ConfigError(f"node_rank={cfg.node_rank} is out of range: expected < nnodes={cfg.nnodes}")
+    if cfg.nnodes > 1 or cfg.rdzv:
+        host, _, port = cfg.rdzv.rpartition(":")
+        if cfg.nnodes > 1 and not cfg.rdzv:
+            raise ConfigError(f"nnodes={cfg.nnodes} needs rdzv=HOST:PORT, the address where the nodes meet (node 0's)")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"rdzv={cfg.rdzv!r}: expected HOST:PORT, e.g. 192.168.1.10:29500")
     return cfg
 
 

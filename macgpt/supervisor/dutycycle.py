@@ -46,7 +46,7 @@ class DutyCycler:
                 worker.thaw(forget=False)  # stays recorded until released: throttling comes and goes
             else:
                 self._duty[worker.pid] = (worker, max(0.0, duty))
-                worker.frozen.add(worker.pid)  # recorded for as long as it is cycled
+                worker.record()  # recorded for as long as it is cycled
                 if duty <= 0.0:
                     worker.freeze()
         self._wake.set()

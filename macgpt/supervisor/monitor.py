@@ -200,20 +200,9 @@ class Monitor:
         """Descendants of a worker: /proc/<pid>/task/<tid>/children on Linux (cheap, every
         reading); elsewhere psutil's scan of all processes, once a second."""
         pid = proc.pid
-        if sys.platform.startswith("linux") and os.path.exists(f"/proc/{pid}/task/{pid}/children"):
-            found: list[int] = []
-            todo = [pid]
-            while todo:
-                parent = todo.pop()
-                try:
-                    for tid in os.listdir(f"/proc/{parent}/task"):
-                        with open(f"/proc/{parent}/task/{tid}/children") as f:
-                            kids = [int(c) for c in f.read().split()]
-                        found += kids
-                        todo += kids
-                except OSError:
-                    continue
-            return tuple(sorted(found))
+        found = linux_descendants(pid)
+        if found is not None:
+            return found
         now = self.clock()
         if now - self._children_at.get(pid, -1e9) >= CHILDREN_EVERY:
             self._children[pid] = tuple(sorted(c.pid for c in proc.children(recursive=True)))
@@ -233,6 +222,37 @@ class Monitor:
                 b = None
             self._battery = (None, None) if b is None else (not b.power_plugged, float(b.percent))
         return self._battery
+
+
+def linux_descendants(pid: int) -> tuple[int, ...] | None:
+    """Every descendant of ``pid`` from /proc/<pid>/task/<tid>/children (cheap enough for every
+    reading), or None where that file does not exist (not Linux, or an old kernel)."""
+    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
+        return None
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            for tid in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(c) for c in f.read().split()]
+                found += kids
+                todo += kids
+        except OSError:
+            continue
+    return tuple(sorted(found))
+
+
+def descendants(pid: int) -> tuple[int, ...]:
+    """Every descendant of ``pid``: /proc on Linux, psutil's scan of all processes elsewhere."""
+    found = linux_descendants(pid)
+    if found is not None:
+        return found
+    try:
+        return tuple(sorted(c.pid for c in psutil.Process(pid).children(recursive=True)))
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return ()
 
 
 def _proc_memory(pid: int) -> tuple[int, int] | None:

@@ -16,6 +16,7 @@ from typing import Any
 from macgpt.config.estimate import RUNTIME_BYTES, estimate
 from macgpt.config.job import JobSpec
 from macgpt.protocol import WORKER_PROGRESS_EVENTS
+from macgpt.supervisor import launch
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.workers import FrozenRegistry, WorkerProcess
 
@@ -75,13 +76,14 @@ class JobRunner:
         self.own_limits = dict(spec.own_limits) if spec else {}  # what this job set at submit
         self.spec_batch = spec.train.batch_size if spec else 1
         self.spec_threads = spec.train.threads if spec else 0  # > 0: pinned by the user, never raised
-        self.expected_rss = (estimate(spec.model, spec.train.batch_size).training_bytes if spec else 0) + RUNTIME_BYTES
+        self.expected_rss = launch.expected_rss(spec, estimate, RUNTIME_BYTES)
         self.user_paused = False
         self.job_dir = Path(job_dir)
         self.channel = channel
         self.emit = emit
         self.clock = clock
-        self.worker = WorkerProcess(job_id, job_dir, channel.endpoint, cache_dir, frozen, priority, argv)
+        self.worker = WorkerProcess(job_id, job_dir, channel.endpoint, cache_dir, frozen, priority, argv,
+                                    *launch.for_spec(spec))
         self.live = Live()
         self.pending: dict[int, tuple[ReplyCallback, ReplyCallback | None]] = {}
         self.stop_reason: str | None = None

@@ -1,7 +1,9 @@
 """A worker process as the supervisor sees it: spawn, signal its process group, reap it.
 
 Workers are spawned (never forked) into their own session, so SIGSTOP/SIGCONT/SIGKILL reach
-the whole group, and a Ctrl+C in the user's terminal reaches only the supervisor. Any kill is
+the whole group, and a Ctrl+C in the user's terminal reaches only the supervisor. A job spread
+over ranks is a torchrun agent whose ranks each have a session of their own: every signal then
+goes to the group of each process of the tree, so the ranks stop and continue together. Any kill is
 preceded by SIGCONT: a stopped process would otherwise never run its SIGTERM handler, and
 nothing is ever left frozen. Every stopped pid is recorded on disk (``FrozenRegistry``), so a
 supervisor that dies while a worker is stopped lets the next one thaw it.
@@ -21,6 +23,9 @@ from pathlib import Path
 
 from macgpt.fsutil import atomic_write_text
 from macgpt.supervisor import guardian
+from macgpt.supervisor.monitor import descendants
+
+GROUPS_EVERY = 1.0  # seconds between looks for a spread job's rank groups
 
 
 class FrozenRegistry:
@@ -73,6 +78,8 @@ class WorkerProcess:
         frozen: FrozenRegistry,
         priority: str = "idle",
         argv: list[str] | None = None,
+        launcher: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.job_id = job_id
         self.job_dir = Path(job_dir)
@@ -81,6 +88,10 @@ class WorkerProcess:
         self.frozen = frozen
         self.priority = priority
         self.argv = argv  # a replacement command line (tests start misbehaving workers this way)
+        self.launcher = launcher  # torchrun's command for a job of several ranks (launch.torchrun_prefix)
+        self.env = env or {}
+        self._groups: tuple[int, ...] = ()  # the ranks' process groups (their leaders' pids)
+        self._groups_at = -1e9
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False  # SIGSTOPped by us
         self.exempt = False  # being stopped or killed: never SIGSTOPped again
@@ -96,7 +107,7 @@ class WorkerProcess:
         return f"job-{self.job_id}-{self.pid}".encode()
 
     def start(self) -> None:
-        cmd = self.argv or [sys.executable, "-m", "macgpt.worker"]
+        cmd = self.argv or self.launcher or [sys.executable, "-m", "macgpt.worker"]
         cmd = [*cmd, "--job-dir", str(self.job_dir), "--endpoint", self.endpoint,
                "--job", str(self.job_id), "--priority", self.priority]
         if self.cache_dir is not None:
@@ -106,12 +117,13 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         finally:
             log.close()
         self.started_at = time.monotonic()
         self.stopped = self.exempt = False
+        self._groups, self._groups_at = (), -1e9
 
     def poll(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
@@ -119,14 +131,34 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def leaders(self) -> tuple[int, ...]:
+        """The process groups a signal goes to: the worker's, and for a spread job each rank's
+        (looked up at most once a second: ranks start once, then stay)."""
+        if self.launcher is None or self.argv is not None or self.proc is None:
+            return (self.pid,) if self.proc is not None else ()
+        now = time.monotonic()
+        if now - self._groups_at >= GROUPS_EVERY:
+            groups = {self.pid}
+            for pid in descendants(self.pid):
+                with contextlib.suppress(OSError):
+                    groups.add(os.getpgid(pid))
+            self._groups, self._groups_at = tuple(sorted(groups)), now
+        return self._groups
+
     def _group(self, sig: int) -> None:
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # the group leader is gone but not reaped: signal the pid
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+        for leader in self.leaders():
+            try:
+                os.killpg(leader, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError:  # the group leader is gone but not reaped: signal the pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(leader, sig)
+
+    def record(self) -> None:
+        """Note every group we are about to stop in the on-disk registry (the guardian continues them)."""
+        for leader in self.leaders():
+            self.frozen.add(leader)
 
     def release(self) -> None:
         """Continue the worker for good: it is about to be stopped or killed."""
@@ -135,7 +167,7 @@ class WorkerProcess:
 
     def freeze(self) -> None:
         if self.alive() and not self.stopped and not self.exempt:
-            self.frozen.add(self.pid)  # recorded before the stop, so a crash here is recoverable
+            self.record()  # recorded before the stop, so a crash here is recoverable
             self._group(signal.SIGSTOP)
             self.stopped = True
 
@@ -148,7 +180,8 @@ class WorkerProcess:
             self._group(signal.SIGCONT)
             self.stopped = False
         if forget:
-            self.frozen.discard(self.pid)
+            for leader in {self.pid, *self._groups}:
+                self.frozen.discard(leader)
 
     def freeze_for_cycle(self) -> None:
         """SIGSTOP within a duty cycle (the pid is already in the registry)."""

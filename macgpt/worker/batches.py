@@ -105,7 +105,9 @@ class Batcher:
     def chunks_per_epoch(self) -> int:
         return (len(self.tokens) - 1) // self.block_size
 
-    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self, batch_size: int, rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``batch_size`` chunks of the order; only rows ``[lo, hi)`` of them are read (a
+        rank's share: the order advances by the whole batch on every rank)."""
         picked: list[torch.Tensor] = []
         need = batch_size
         while need:
@@ -118,8 +120,10 @@ class Batcher:
                 self.epoch += 1
                 self.index = 0
         chunks = picked[0] if len(picked) == 1 else torch.cat(picked)
-        rows = self.tokens.gather(self._offset + self.block_size * chunks, self.block_size + 1)
-        return rows[:, :-1], rows[:, 1:]
+        if rows is not None:
+            chunks = chunks[rows[0] : rows[1]]
+        windows = self.tokens.gather(self._offset + self.block_size * chunks, self.block_size + 1)
+        return windows[:, :-1], windows[:, 1:]
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed}

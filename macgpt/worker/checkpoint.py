@@ -20,7 +20,7 @@ from macgpt.fsutil import atomic_write_bytes
 FORMAT_VERSION = 1
 FINAL_NAME = "final_model.pt"
 
-__all__ = ["CheckpointError", "checkpoint_files", "load_file", "load_latest", "save", "save_final"]
+__all__ = ["CheckpointError", "checkpoint_files", "load_file", "load_latest", "load_step", "save", "save_final"]
 
 
 def encode(state: dict[str, Any]) -> bytes:
@@ -59,6 +59,17 @@ def save_final(job_dir: Path, state: dict[str, Any]) -> Path:
     path = Path(job_dir) / FINAL_NAME
     atomic_write_bytes(path, encode(state))
     return path
+
+
+def load_step(job_dir: Path, step: int) -> dict[str, Any] | None:
+    """The checkpoint of exactly ``step`` if it is kept and verifies, else None."""
+    for saved, path in checkpoint_files(job_dir):
+        if saved == step:
+            try:
+                return load_file(path)
+            except CheckpointError:
+                return None
+    return None
 
 
 def load_latest(job_dir: Path) -> tuple[dict[str, Any] | None, Path | None, list[str]]:

@@ -3,6 +3,10 @@
 Reads top to bottom like nanoGPT's loop, with the supervisor's commands served between steps.
 It talks to the outside only through a ``Link`` (events out, commands in), so tests can run it
 in-process and the worker process runs it over ZeroMQ.
+
+Spread over ranks, every rank runs this loop in step: before each step they agree (one small
+all-reduce) on stopping, pausing and checkpointing and on the knobs; only each machine's speaker
+writes checkpoints and metrics, tests generation and evaluates.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from macgpt.worker import checkpoint
+from macgpt.worker import checkpoint, distributed
 from macgpt.worker.metrics import MetricsRecorder
 from macgpt.worker.progress import Reporter
 from macgpt.worker.sampling import PromptError, SampleParams
@@ -53,6 +57,12 @@ class TrainingLoop:
         self._train_seconds = 0.0
         self._window = (trainer.step, 0.0)  # (step, train seconds) at the last metrics line
         self.recorder = MetricsRecorder(self.job_dir, lambda message: link.send("warning", message=message))
+        ranks = trainer.ranks
+        self.speaker = ranks is None or ranks.speaker
+        self.control = distributed.Control(ranks, trainer.device) if ranks is not None else None
+        self._checkpoint_due = False  # a time-based checkpoint the ranks write together before the next step
+        if not self.speaker:
+            self.recorder.enabled = False
 
     def request_stop(self, reason: str) -> None:
         """Checkpoint and leave at the next step boundary (safe from a signal handler)."""
@@ -67,10 +77,14 @@ class TrainingLoop:
         last_ckpt, last_beat = now, now
         while t.step < cfg.steps:
             self._serve(self.link.poll(0))
+            self._agree()
             if self.paused and not self.stop_reason:
                 self._wait_while_paused()
             if self.stop_reason:
                 return self._stop()
+            if self._checkpoint_due:
+                self._checkpoint_due = False
+                self._checkpoint("periodic")
             start = time.perf_counter()
             loss = t.train_step()
             self._train_seconds += time.perf_counter() - start
@@ -82,19 +96,42 @@ class TrainingLoop:
             if cfg.eval_interval and step % cfg.eval_interval == 0 and step < cfg.steps:
                 self._evaluate()
             now = self.clock()
-            if step < cfg.steps and (
-                (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0)
-                or (cfg.checkpoint_seconds and now - last_ckpt >= cfg.checkpoint_seconds)
-            ):
+            if step < cfg.steps and cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
                 self._checkpoint("periodic")
                 last_ckpt = now
+            elif step < cfg.steps and cfg.checkpoint_seconds and now - last_ckpt >= cfg.checkpoint_seconds:
+                last_ckpt = now
+                if self.control is None:
+                    self._checkpoint("periodic")
+                else:  # each machine's clock differs: raised at the next agreement, written by all at once
+                    self._checkpoint_due = True
             if now - last_beat >= HEARTBEAT_SECONDS:
                 last_beat = now
                 self._heartbeat()
         return self._finish()
 
+    def _agree(self) -> None:
+        """Spread over ranks: take on what any rank asked (stop, pause, checkpoint) and the knobs this
+        machine's speaker set. Alone: nothing to agree."""
+        if self.control is None:
+            return
+        t = self.t
+        a = self.control.exchange(stop=self.stop_reason is not None, pause=self.paused,
+                                  checkpoint=self._checkpoint_due, threads=t.threads, micro_batch=t.micro_batch)
+        if a.stop and self.stop_reason is None:
+            self.stop_reason = "stop"  # asked by another rank
+        self.paused = a.pause
+        self._checkpoint_due = a.checkpoint
+        if not self.speaker:
+            if a.threads and a.threads != t.threads:
+                t.set_threads(a.threads)
+            if a.micro_batch and a.micro_batch != t.micro_batch:
+                t.set_micro_batch(a.micro_batch)
+
     def _finish(self) -> str:
         t = self.t
+        if not self.speaker:
+            return "completed"
         ev = t.evaluate(progress=self._progress("final_eval", "batches")) if t.eval_stream is not None else None
         if ev:
             self._send_eval(ev)
@@ -124,6 +161,8 @@ class TrainingLoop:
 
     def _metrics(self, loss: float) -> None:
         t = self.t
+        if not self.speaker:
+            return
         steps = t.step - self._window[0]
         seconds = self._train_seconds - self._window[1]
         self._window = (t.step, self._train_seconds)
@@ -149,6 +188,8 @@ class TrainingLoop:
 
     def _generation_test(self) -> None:
         t = self.t
+        if not self.speaker:
+            return
         params = SampleParams(max_new_tokens=t.cfg.sample_tokens, seed=t.cfg.seed + t.step, **GENERATION_TEST)
         try:
             chars = self._progress("sample", "chars")
@@ -160,11 +201,15 @@ class TrainingLoop:
         self.link.send("sample", step=t.step, prompt=t.cfg.sample_prompt, text=result.text)
 
     def _evaluate(self) -> None:
+        if not self.speaker:
+            return
         ev = self.t.evaluate(progress=self._progress("eval", "batches"))
         if ev:
             self._send_eval(ev)
 
     def _checkpoint(self, reason: str) -> dict[str, Any]:
+        if not self.speaker:  # the replicas are equal: one file per machine
+            return {"step": self.t.step, "path": "", "reason": reason}
         start = time.perf_counter()
         try:
             path = checkpoint.save(self.job_dir, self.t.state_dict())
@@ -186,6 +231,7 @@ class TrainingLoop:
         last_beat = self.clock()
         while self.paused and not self.stop_reason:
             self._serve(self.link.poll(100))
+            self._agree()  # spread: the others wait here with the speaker, one agreement per poll
             if self.clock() - last_beat >= HEARTBEAT_SECONDS:
                 last_beat = self.clock()
                 self._heartbeat()

@@ -25,6 +25,7 @@ class MetricsRecorder:
         self.path = metricsfile.path_in(job_dir)
         self.warn = warn
         self._warned = False
+        self.enabled = True  # off for a rank that does not speak for its machine
         self._cpu_mark = (time.process_time(), time.perf_counter())
 
     def _cpu_percent(self) -> float | None:
@@ -34,6 +35,8 @@ class MetricsRecorder:
         return round(100.0 * d_cpu / d_wall / (os.cpu_count() or 1), 1) if d_wall > 0 else None
 
     def _append(self, kind: str, fields: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         try:
             metricsfile.append(self.path, kind, fields)
         except OSError as e:

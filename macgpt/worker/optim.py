@@ -75,4 +75,5 @@ def make_optimizer(model: torch.nn.Module, recipe: str, cfg: TrainConfig) -> Ada
     hidden, matrices, vectors = split_params(model)
     adamw = AdamW([{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}],
                   lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    return RecipeOptimizer(adamw, Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum))
+    ns_dtype = None if cfg.muon_dtype == "auto" else getattr(torch, cfg.muon_dtype)
+    return RecipeOptimizer(adamw, Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum, ns_dtype=ns_dtype))

@@ -5,6 +5,10 @@ priority before any thread exists, then sets up and runs the training loop. Once
 runs, signals only record a stop request (the loop checkpoints and leaves at the next step
 boundary); before that they end the process at once, as there is nothing to save.
 
+Under torchrun (a job with ``nproc``/``nnodes`` above 1) every rank runs this; the local rank 0
+speaks for its machine (``distributed.py``), and without ``--endpoint`` (a torchrun line run by
+hand) it prints its events as JSON lines instead.
+
 Exit codes: 0 completed or stopped on request, 2 the job itself is invalid (bad data,
 incompatible checkpoint: restarting will not help), 3 a checkpoint could not be written (a full
 disk: restarting will not help until space is freed), anything else a crash.
@@ -30,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # checkpoints, tokenizers and logs are the user's alone
     ap = argparse.ArgumentParser(prog="macgpt-worker")
     ap.add_argument("--job-dir", required=True, type=Path)
-    ap.add_argument("--endpoint", required=True)
-    ap.add_argument("--job", required=True, type=int)
+    ap.add_argument("--endpoint", default="", help="the supervisor's channel (none: events on stdout)")
+    ap.add_argument("--job", default=0, type=int)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--priority", choices=("idle", "normal"), default="idle")
     args = ap.parse_args(argv)
@@ -40,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         from macgpt.priority import lower
 
         lower()
-    from macgpt.worker.channel import ZmqLink
+    from macgpt.worker.channel import NullLink, StdoutLink, ZmqLink
 
     t0 = time.perf_counter()
-    link = ZmqLink(args.endpoint, args.job)
+    speaker = os.environ.get("LOCAL_RANK", "0") == "0"
+    link: Any = (ZmqLink(args.endpoint, args.job) if args.endpoint else StdoutLink(args.job)) if speaker else NullLink()
     link.send("hello", pid=os.getpid())
     loop_ref: list[Any] = []
 
@@ -80,7 +85,7 @@ def _run(args: argparse.Namespace, link: Any, t0: float, loop_ref: list[Any]) ->
 
         from macgpt.worker.batches import DataTooShort
         from macgpt.worker.loop import CheckpointWriteError, TrainingLoop
-        from macgpt.worker.setup import ResumeError, prepare
+        from macgpt.worker.setup import ResumeError
     link.send("setup", phase="torch", seconds=round(time.perf_counter() - t0, 3))
 
     def note(phase: str, **fields: Any) -> None:
@@ -90,7 +95,7 @@ def _run(args: argparse.Namespace, link: Any, t0: float, loop_ref: list[Any]) ->
         link.send("progress", phase=phase, **fields)
 
     try:
-        trainer = prepare(spec, args.job_dir, args.cache_dir, note, emit)
+        trainer = prepare_ranks(spec, args, note, emit)
     except (DataError, DataTooShort, ResumeError, ConfigError, ValueError) as e:
         link.send("failed", message=str(e), retry=False)
         return EXIT_JOB_INVALID
@@ -106,6 +111,31 @@ def _run(args: argparse.Namespace, link: Any, t0: float, loop_ref: list[Any]) ->
                   traceback=traceback.format_exc()[-4000:])
         raise
     return EXIT_OK
+
+
+def prepare_ranks(spec: Any, args: argparse.Namespace, note: Any, emit: Any) -> Any:
+    """The trainer of this process; for a rank, after the whole group has prepared and agreed.
+
+    The speaker of each machine prepares first (tokenizer, token files, the resume), the other
+    ranks then find everything cached; only then does DDP join the replicas."""
+    from macgpt.worker import distributed
+    from macgpt.worker.setup import agree_on_start, prepare
+
+    ranks = distributed.from_env()
+    if ranks is None:
+        return prepare(spec, args.job_dir, args.cache_dir, note, emit)
+    device = distributed.device_for(ranks, spec.train.device)
+    distributed.join(ranks, device)
+    if not ranks.speaker:
+        distributed.barrier(device)
+    trainer = prepare(spec, args.job_dir, args.cache_dir, note, emit, device=device)
+    if ranks.speaker:
+        distributed.barrier(device)
+    agree_on_start(trainer, ranks, args.job_dir, note)
+    trainer.spread(ranks)
+    note("spread", rank=ranks.rank, world=ranks.world, nproc=ranks.local_world, nnodes=ranks.nnodes,
+         backend="nccl" if device.type == "cuda" else "gloo", rows=list(trainer.rows))
+    return trainer
 
 
 def run() -> None:

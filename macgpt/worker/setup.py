@@ -39,8 +39,10 @@ def held_out_prompt(texts: list[str] | tuple[str, ...], chars: int = 6, words: i
     return marker + start
 
 
-def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, emit: Note | None = None) -> Trainer:
-    """``emit(phase, **fields)`` reports long preparation ("tokenizer", "encode") as progress."""
+def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, emit: Note | None = None,
+            device: Any = None) -> Trainer:
+    """``emit(phase, **fields)`` reports long preparation ("tokenizer", "encode") as progress;
+    ``device`` overrides the job's (a rank's own GPU)."""
     emit = emit or (lambda *_a, **_k: None)
     t0 = time.perf_counter()
     c = dataprep.corpora(spec)
@@ -70,7 +72,7 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, em
 
     train_tokens, eval_tokens = dataprep.token_files(c, tokenizer, (cache_dir or job_dir) / "tokens", emit)
     model_cfg = dataclasses.replace(init_model or spec.model, vocab_size=tokenizer.vocab_size)
-    device = resolve_device(spec.train.device)
+    device = device if device is not None else resolve_device(spec.train.device)
     train_cfg = spec.train
     if spec.data and train_cfg.sample_prompt == BUILTIN_PROMPT:  # own data, no --prompt: speak its language
         train_cfg = dataclasses.replace(train_cfg, sample_prompt=held_out_prompt(dataprep.first_texts(c)))
@@ -90,6 +92,30 @@ def prepare(spec: JobSpec, job_dir: Path, cache_dir: Path | None, note: Note, em
         note("resumed", step=trainer.step, path=str(ckpt_path))
     note("ready", seconds=round(time.perf_counter() - t0, 3))
     return trainer
+
+
+def agree_on_start(trainer: Trainer, ranks: Any, job_dir: Path, note: Note) -> None:
+    """Every rank starts from the same tokenizer and step. On one machine they read one job
+    directory; machines each keep their own, and one may have died writing its newest checkpoint:
+    all then go back to the newest step every machine holds (checkpoints are written at the same
+    steps everywhere, the last two kept)."""
+    from macgpt.worker import distributed
+
+    device = trainer.device
+    low, high = distributed.agree_min(int(trainer.tokenizer.sha256[:15], 16), device)
+    if low != high:
+        raise ResumeError("the ranks trained different tokenizers from the same data (a different `tokenizers` "
+                          "version on some machine?); copy node 0's tokenizer.json into every job directory")
+    low, high = distributed.agree_min(trainer.step, device)
+    if low == high:
+        return
+    if trainer.step != low:
+        state = checkpoint.load_step(job_dir, low) if low > 0 else None
+        if state is None:
+            raise ResumeError(f"{job_dir}: the other ranks continue from step {low}, which this machine has no "
+                              "checkpoint of; copy node 0's newest ckpt-*.pt into this job directory")
+        trainer.load_state_dict(state)
+        note("resumed", step=trainer.step, path=f"step {low}, the newest every machine holds")
 
 
 def check_same_data(state: dict[str, Any], c: dataprep.Corpora, path: Path | None, spec: JobSpec) -> None:

@@ -7,7 +7,10 @@ bit-for-bit lives in ``state_dict`` (weights, optimizer, step, data position, RN
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
+import os
 import resource
 import sys
 from dataclasses import asdict
@@ -17,6 +20,7 @@ import torch
 
 from macgpt.config.schema import ModelConfig, TrainConfig, micro_batch_at_most
 from macgpt.model import GPT
+from macgpt.worker import distributed
 from macgpt.worker.batches import Batcher, eval_batches
 from macgpt.worker.optim import make_optimizer
 from macgpt.worker.progress import Reporter, counted
@@ -82,16 +86,34 @@ class Trainer:
         self.recent: list[float] = []
         self.last_eval: dict[str, float] | None = None
         self.corpus: dict[str, Any] | None = None  # the data's identity, kept in checkpoints
+        self.ranks: distributed.Ranks | None = None
+        self.ddp: torch.nn.Module | None = None  # the model as DDP wraps it, when spread over ranks
+        self.rows = (0, train_cfg.batch_size)  # this rank's rows of each step's batch
         self.set_threads(train_cfg.threads)
+
+    def spread(self, ranks: distributed.Ranks) -> None:
+        """Train as one of ``ranks``: DDP keeps the replicas equal (its construction copies rank 0's
+        weights to all), this rank trains its share of each step. Every rank calls this together."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.ranks = ranks
+        self.rows = distributed.share(self.cfg.batch_size, ranks)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Buffers (rotary tables) are the same constants everywhere: no broadcast at each forward
+        # (the option's name changed in torch 2.13).
+        known = inspect.signature(DistributedDataParallel).parameters
+        quiet = {"forward_sync_buffers": False} if "forward_sync_buffers" in known else {"broadcast_buffers": False}
+        self.ddp = DistributedDataParallel(self.model, device_ids=ids, **quiet)
+        self.set_threads(self.cfg.threads)
 
     # -- knobs ------------------------------------------------------------------------------
     def set_threads(self, n: int) -> int:
-        """Use ``n`` CPU threads from the next step on (0: one per core)."""
-        import os
-
+        """Use ``n`` CPU threads from the next step on (0: one per core); spread over ranks, ``n``
+        is this machine's count, shared by its ranks. Returns the machine's count in use."""
         n = n if n > 0 else (os.cpu_count() or 1)
-        torch.set_num_threads(n)
-        self.threads = torch.get_num_threads()
+        local = self.ranks.local_world if self.ranks else 1
+        torch.set_num_threads(max(1, n // local))
+        self.threads = torch.get_num_threads() * local
         return self.threads
 
     def set_micro_batch(self, n: int) -> int:
@@ -105,11 +127,13 @@ class Trainer:
     def train_step(self) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, self.cfg, self.cfg.muon_lr if group.get("muon") else None)
-        x, y = self.batcher.next_batch(self.cfg.batch_size)
+        x, y = self.batcher.next_batch(self.cfg.batch_size, self.rows if self.ddp is not None else None)
         if self.device.type != "cpu":
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         m = self.micro_batch
-        if m == self.cfg.batch_size:
+        if self.ddp is not None:
+            value = self._spread_step(x, y)
+        elif m == self.cfg.batch_size:
             _, loss, _ = self.model(x, y)
             loss.backward()
             value = loss.item()
@@ -130,6 +154,25 @@ class Trainer:
         if len(self.recent) > RECENT:
             del self.recent[0]
         return value
+
+    def _spread_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Forward and backward of this rank's rows. DDP averages the gradients over the ranks, so
+        each rank weighs its mean loss by its share of the batch times the rank count: the sum is
+        the gradient of the whole batch's mean loss, however the rows were split. Only the last
+        micro-batch synchronises. Returns the whole batch's mean loss (one all-reduce)."""
+        assert self.ddp is not None and self.ranks is not None
+        n = x.size(0)
+        m = micro_batch_at_most(n, self.micro_batch)
+        parts = n // m
+        weight = n * self.ranks.world / self.cfg.batch_size / parts
+        value = 0.0
+        for i in range(parts):
+            sync = i == parts - 1
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():  # type: ignore[operator]
+                _, loss, _ = self.ddp(x[i * m : (i + 1) * m], y[i * m : (i + 1) * m])
+                (loss * weight).backward()
+            value += loss.item() / parts
+        return distributed.total(value * n / self.cfg.batch_size, self.device)
 
     @property
     def avg_loss(self) -> float:
