@@ -207,6 +207,9 @@ def check_train(cfg: TrainConfig) -> TrainConfig:
     if world > cfg.batch_size:
         raise ConfigError(f"nproc={cfg.nproc} x nnodes={cfg.nnodes} = {world} ranks need batch_size >= {world} "
                           f"(each rank trains at least one sequence of a step); got batch_size={cfg.batch_size}")
+    if world > 1 and cfg.device == "mps":
+        raise ConfigError(f"nproc={cfg.nproc} with device=mps: torch.distributed has no Metal backend; "
+                          "use one rank on a Mac's GPU, or device=cpu")
     if cfg.node_rank >= cfg.nnodes:
         raise ConfigError(f"node_rank={cfg.node_rank} is out of range: expected < nnodes={cfg.nnodes}")
     if cfg.nnodes > 1 or cfg.rdzv:
