@@ -49,7 +49,7 @@ def _ends_torn(fd: int) -> bool:
 def append(path: Path, kind: str, fields: dict[str, Any], now: float | None = None) -> None:
     """Append one record; raises OSError (the caller decides whether metrics matter more than training)."""
     line = encode(kind, fields, now)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)  # the user's alone, whatever the umask
     try:
         if _ends_torn(fd):
             line = b"\n" + line

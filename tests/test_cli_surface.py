@@ -40,9 +40,27 @@ def stored(home: Path) -> Path:
 
 
 def test_home_is_accepted_after_the_subcommand(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
     code, out, err = invoke("status", "--home", str(tmp_path / "elsewhere"))
     assert code == 0, err
     assert "no jobs yet" in out and str(tmp_path / "elsewhere") in err  # the offline note names the home
+
+
+def test_offline_reading_never_creates_a_missing_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading with the daemon down must never write the home; a missing one used to be created
+    (with its runtime directory) by `layout()` and shown as an empty queue."""
+    from macgpt.paths import runtime_dir_for
+
+    monkeypatch.delenv("MACGPT_RUNTIME_DIR", raising=False)
+    missing = tmp_path / "no-such-home"
+    for args in (["status"], ["status", "--json"], ["status", "3"], ["ls", "--json"], ["logs"], ["logs", "1", "--json"],
+                 ["sample", "你好", "--job", "1"], ["sample", "你好", "--json"]):
+        code, out, err = invoke("--home", str(missing), *args)
+        assert code == 3, (args, code, err)  # README: 3, the daemon is not running (and never ran here)
+        assert any(line.startswith("error: ") and f"its home {missing} does not exist" in line
+                   for line in err.splitlines()), (args, err)  # (sample says its seed first)
+        assert out == "", (args, out)
+        assert not missing.exists() and not runtime_dir_for(missing.resolve()).exists(), args
 
 
 def test_click_errors_are_rendered_in_our_style() -> None:
@@ -177,3 +195,38 @@ def test_configs_fit_80_columns_with_whole_numbers(monkeypatch: pytest.MonkeyPat
     assert code == 0 and all(len(line) <= 80 for line in out.splitlines()), out
     p = get_preset("original")
     assert f"{estimate(p.model, p.train.batch_size).params_total:,}" in out  # not cut to "2,91…"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_progress_bar_keeps_step_and_loss_at_80_columns(lang: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: on an 80-column terminal the `--follow` bar lost step and loss. Rendered by rich
+    at 80 columns with the widest realistic numbers and every governor state: step/max and the
+    loss stay on the bar's one line, and nothing passes 80 columns."""
+    import io
+
+    from rich.console import Console
+
+    from macgpt.client import jobs, lines
+    from macgpt.client.render import cells
+
+    monkeypatch.setenv("MACGPT_LANG", lang)
+    loss = lines.W[lang]["loss"]
+    for governor in ("", "throttled", "stopped", "paused", "memory"):
+        live = Console(width=80, file=io.StringIO(), force_terminal=True, color_system=None)
+        bar = jobs._ProgressBar(123, console=live)
+        try:
+            assert bar.narrow
+            if governor:
+                bar.update({"kind": "governor", "data": {"state": governor, "message": "x"}})
+            bar.update({"kind": "metrics", "data": {"step": 12345, "max_steps": 100000, "loss": 2.3456,
+                                                    "steps_per_s": 123.4, "threads": 16, "micro_batch": 128,
+                                                    "batch_size": 256}})
+            shown = Console(width=80, file=io.StringIO(), record=True, color_system=None)
+            shown.print(bar.progress.get_renderable())
+        finally:
+            bar.close()
+        text = shown.export_text().rstrip("\n").splitlines()
+        assert len(text) == 1 and cells(text[0]) <= 80, (governor, text)
+        assert "12345/100000" in text[0] and f"{loss} 2.346" in text[0], (governor, text)
+        if lang == "en" and governor:  # what the governor does comes before the speed
+            assert f"{loss} 2.346 | {governor}" in text[0], text

@@ -13,6 +13,7 @@ import pytest
 import zmq
 
 from macgpt import protocol
+from macgpt.client import status_view
 from macgpt.config.limits import Limits
 from macgpt.paths import layout
 from macgpt.protocol import JobState
@@ -92,6 +93,18 @@ def test_a_locked_database_at_runtime_neither_stops_nor_blocks_the_daemon(daemon
         daemon._handle_frames([b"id", protocol.make_request(1, "submit", {"config": "tiny"})])
         assert protocol.unpack(sent[-1])["error"]["code"] == "unavailable"
         daemon._retry_transitions()
+        # the trouble is in `status` (before: only in the daemon's log), JSON and the human header
+        d = handlers.status(daemon, {}, None)["daemon"]
+        assert d["db_errors"] >= 3 and d["db_pending_changes"] == 2 and d["db_unstored_events"] >= 3
+        assert "locked" in d["db_last_error"]["message"] and d["db_last_error"]["time"] <= time.time()
+        protocol.unpack(protocol.pack(d))  # what the wire carries
+        head = status_view.header_line({"daemon": d, "disk_total": 0}, [], 80).splitlines()
+        assert all(len(line) <= 80 for line in head), head
+        text = "\n".join(head)
+        assert f"database: {d['db_errors']} error(s) since start" in text and "2 state change(s)" in text
+        assert "database is locked" in text or "locked" in head[-1]
+        zh = status_view.header_line({"daemon": d, "disk_total": 0}, [], 80, "zh")
+        assert "2 个状态变更" in zh and "database error (" in zh
     except sqlite3.Error as e:
         pytest.fail(f"a database error escaped: {e}")
     finally:
@@ -107,6 +120,11 @@ def test_a_locked_database_at_runtime_neither_stops_nor_blocks_the_daemon(daemon
     kinds = [e["kind"] for e in daemon.store.history(jid)]
     assert kinds.count("state") == 3 and "metrics" in kinds  # queued, paused, queued: nothing lost
     assert daemon.db_errors >= 3
+    d = handlers.status(daemon, {}, None)["daemon"]
+    assert d["db_pending_changes"] == 0 and d["db_unstored_events"] == 0 and d["db_errors"] == daemon.db_errors
+    healthy = {**d, "db_errors": 0, "db_last_error": None}
+    assert status_view.database_line(healthy) is None
+    assert "database" not in status_view.header_line({"daemon": healthy, "disk_total": 0}, [], 80)
 
 
 def test_a_worker_message_missing_a_field_is_dropped_at_the_channel(daemon: Daemon) -> None:

@@ -80,3 +80,15 @@ def test_csv_has_one_row_per_record_in_the_documented_columns(tmp_path: Path) ->
     assert lines[0].split(",") == list(metricsfile.COLUMNS)
     assert lines[1].startswith("1.0,train,10,3.25,,,,0.001,")
     assert lines[2].endswith('throttled,"throttled, to 1 thread"')
+
+
+def test_the_file_is_created_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Issue 11, "Also": it was created 0644 (0666 & ~umask), readable by every user on the machine."""
+    import os
+
+    old = os.umask(0)
+    try:
+        metricsfile.append(metricsfile.path_in(tmp_path), "train", {"step": 1, "loss": 2.0})
+    finally:
+        os.umask(old)
+    assert oct(metricsfile.path_in(tmp_path).stat().st_mode & 0o777) == "0o600"

@@ -16,6 +16,8 @@ import torch
 
 from macgpt.ckptformat import CheckpointError, read
 from macgpt.worker import checkpoint, offline
+from macgpt.worker.initfrom import load_init
+from macgpt.worker.setup import ResumeError
 
 from .conftest import MACGPT
 from .helpers import trainer
@@ -47,6 +49,38 @@ def test_a_small_file_claiming_a_huge_model_is_refused_before_anything_is_built(
     assert psutil.Process().memory_info().rss - before < 200 * 2**20
     r = subprocess.run([MACGPT, "sample", "你好", "--model", str(path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "refused before building anything" in r.stderr, r.stderr
+
+
+def test_init_from_a_small_file_claiming_a_huge_model_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    """`--init-from` gets the same check as `--model`: before, ``load_init`` handed the huge config to
+    the trainer, which built ``GPT(cfg)`` (38 GiB) before looking at the weights."""
+    state = small_state()
+    state["model_config"] = {**state["model_config"], **HUGE}
+    path = write(tmp_path, state)
+    job = tmp_path / "job"
+    job.mkdir()
+    before = psutil.Process().memory_info().rss
+    t = time.perf_counter()
+    with pytest.raises(ResumeError, match=r"--init-from: .*describes \d+ bytes of weights but the file has \d+ bytes"):
+        load_init(str(path), job)
+    assert time.perf_counter() - t < 20
+    assert psutil.Process().memory_info().rss - before < 200 * 2**20
+    assert not (job / "tokenizer.json").exists()  # refused before anything was written either
+    state = small_state()
+    state["model"] = {k: v for k, v in state["model"].items() if not k.endswith("ln_f.weight")}
+    with pytest.raises(ResumeError, match=r"missing \['ln_f.weight'\]"):
+        load_init(str(write(tmp_path, state, "b.pt")), job)
+    # a genuine one passes; its tokenizer is written atomically (a private 0600 file, no temp left)
+    old = os.umask(0o022)
+    try:
+        good, cfg = load_init(str(write(tmp_path, small_state(), "c.pt")), job)
+    finally:
+        os.umask(old)
+    assert cfg.n_embd == good["model_config"]["n_embd"]
+    tok = job / "tokenizer.json"
+    assert tok.read_text(encoding="utf-8") == good["tokenizer_json"]
+    assert tok.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in job.iterdir()] == ["tokenizer.json"]
 
 
 def test_tensors_that_do_not_match_the_config_are_named(tmp_path: Path) -> None:

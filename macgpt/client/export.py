@@ -82,7 +82,8 @@ def export(home: str | None, ref: str, out: Path | None, tensorboard: Path | Non
     if out is None and tensorboard is None:
         raise DataError(["say what to export: --out DIR (the model) and/or --tensorboard DIR (the metrics)"])
     job_dir = observe.job_dir(home, ref)
-    said: dict[str, Any] = {"job": ref}
+    # a job by `id` (`job` kept beside it for one release, as everywhere), a run directory as `run`
+    said: dict[str, Any] = {"id": int(ref), "job": int(ref)} if ref.isdigit() else {"id": None, "run": ref}
     if tensorboard is not None:
         n = write_tensorboard(observe.load(home, ref).records, tensorboard)
         said.update(tensorboard=str(tensorboard), points=n)

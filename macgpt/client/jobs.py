@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
 
 def _client(home: str | None) -> Client:
-    return Client(layout(home))
+    return Client(layout(home, create=False))  # a client never creates the home: the daemon does
+
+
+class HomeMissing(DaemonNotRunning):
+    """The daemon is down and its home does not exist: nothing to read, and nothing is created."""
+
+    def __init__(self, home: Path) -> None:
+        Exception.__init__(self, f"the macgpt daemon is not running and its home {home} does not exist, so there "
+                                 "is nothing to read (check --home or MACGPT_HOME; `macgptd start` creates it)")
 
 
 def remote(f: Any) -> Any:
@@ -72,8 +80,11 @@ def submit(home: str | None, spec: JobSpec, follow: bool, as_json: bool, after: 
 
 
 def offline(home: str | None, read: Callable[[OfflineHome], Any]) -> Any:
-    """``read`` of the home read directly, after saying so in one line on stderr."""
-    lay = layout(home)
+    """``read`` of the home read directly, after saying so in one line on stderr. Never writes the
+    home: a missing one is not created but reported (``HomeMissing``, exit 3)."""
+    lay = layout(home, create=False)
+    if not lay.home.is_dir():
+        raise HomeMissing(lay.home)
     note = OFFLINE_NOTE_ZH if lines.current() == "zh" else OFFLINE_NOTE
     click.echo(note.format(home=lay.home), err=True)
     book = OfflineHome(lay)
@@ -110,7 +121,7 @@ def _sparklines(home: str | None, jobs: list[int], as_json: bool) -> None:
 
     zh = lines.current() == "zh"
     for job in jobs:
-        line = loss_line(layout(home).job_dir(job), label=lines.W["zh" if zh else "en"]["loss"])
+        line = loss_line(layout(home, create=False).job_dir(job), label=lines.W["zh" if zh else "en"]["loss"])
         if line:
             click.echo(f"任务 {job}：{line}" if zh else f"job {job}: {line}")
 
@@ -168,16 +179,18 @@ def _now_state(client: Client, job: int) -> str:
 
 
 class _ProgressBar:
-    def __init__(self, job: int) -> None:
+    def __init__(self, job: int, console: Any = None) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.lang = lines.current()
-        self.console = Console()
+        self.console = console or Console()  # a given one: tests render at a chosen width
         self.narrow = self.console.width < 110  # step and loss first; the rest when there is room
+        self.label = f"任务 {job}" if self.lang == "zh" else f"job {job}"
+        self.bar_width = 16 if self.narrow else 40
         self.progress = Progress(
-            TextColumn(f"任务 {job}" if self.lang == "zh" else f"job {job}"), MofNCompleteColumn(),
-            BarColumn(bar_width=16 if self.narrow else 40),
+            TextColumn(self.label), MofNCompleteColumn(),
+            BarColumn(bar_width=self.bar_width),
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"), console=self.console, transient=False,
         )
@@ -192,13 +205,21 @@ class _ProgressBar:
             self.governor = str(d.get("state") or "")
         if ev["kind"] == "metrics":
             info = lines.progress_info(d, self.governor, self.lang)
-            if self.narrow:  # step and loss first: threads and batch only where there is room
-                info = " | ".join(info.split(" | ")[:2] + info.split(" | ")[4:])
+            if self.narrow:  # step and loss first, then what the governor does, then speed; no threads, batch
+                parts = info.split(" | ")
+                info = " | ".join([parts[0], *parts[4:], parts[1]])
+                info = render._cut(info, self._info_room(d["max_steps"]))  # rich would squeeze the step instead
             self.progress.update(self.task, total=d["max_steps"], completed=d["step"], info=info)
         elif ev["kind"] == "state":
             self.progress.update(self.task, info=lines.event_line("state", d, self.lang) or d["state"])
         elif ev["kind"] == "progress" and d.get("total"):
             self.progress.update(self.task, total=d["total"], completed=d.get("done") or 0, info=render.progress_text(d))
+
+    def _info_room(self, total: int) -> int:
+        """Columns left for the text after the bar: the width less the label, ``step/max``, the bar,
+        the ETA (at most 8, e.g. 12:34:56) and the four single spaces between the five columns."""
+        used = render.cells(self.label) + 2 * len(str(total)) + 1 + self.bar_width + 8 + 4
+        return max(12, self.console.width - used - 1)  # and one column spare: a full last column wraps
 
     def close(self) -> None:
         self.progress.stop()
@@ -206,7 +227,7 @@ class _ProgressBar:
 
 def status_answer(home: str | None, job: int | None) -> dict[str, Any]:
     """The daemon's status answer (or the home's, read directly when it is down) with disk use added."""
-    lay = layout(home)
+    lay = layout(home, create=False)
     try:
         r = _client(home).call("status", {"job": job} if job else {})
         r["daemon"].setdefault("running", True)
@@ -315,9 +336,9 @@ def sample(home: str | None, prompt: str, job: int | None, params: dict[str, Any
 
         if not as_json:
             click.echo(f"(job {r['job']} is {r['state']}: sampling from {r['path']})", err=True)
-        return local.sample_model(Path(r["path"]), prompt, params, as_json)
-    if as_json:
-        emit_json({**r, "seed": params.get("seed")})
+        return local.sample_model(Path(r["path"]), prompt, params, as_json, job=r.get("job"))
+    if as_json:  # the job it sampled, named by `id` like everywhere else
+        emit_json(job_ref(r.get("job"), **{k: v for k, v in r.items() if k != "job"}, seed=params.get("seed")))
     else:
         if not streamed:
             sys.stdout.write(r["text"])

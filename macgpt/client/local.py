@@ -26,6 +26,17 @@ RUN_FILES = ("ckpt-*.pt", "ckpt-*.pt.damaged", "final_model.pt", "tokenizer.json
 
 
 def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bool) -> int:
+    """One job in the foreground. Its directory and files are the user's alone (0700, 0600), also
+    for an ``--out`` outside the private home: the worker sets umask 077 for itself, and so does
+    this process, which creates the directory, ``events.jsonl`` and the governor's metrics lines."""
+    old_umask = os.umask(0o077)
+    try:
+        return _train(spec, lay, out, fresh, as_json)
+    finally:
+        os.umask(old_umask)
+
+
+def _train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bool) -> int:
     from macgpt.supervisor import foreground
     from macgpt.supervisor.lock import AlreadyRunning, DaemonLock
 
@@ -153,7 +164,8 @@ def choose_seed(params: dict[str, Any], as_json: bool) -> int:
     return int(params["seed"])
 
 
-def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool) -> int:
+def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool, job: int | None = None) -> int:
+    """Sample from a checkpoint file or exported directory; ``job``: the job it belongs to (named in --json)."""
     from macgpt.ckptformat import CheckpointError
     from macgpt.exportformat import verify_model
 
@@ -182,7 +194,8 @@ def sample_model(path: Path, prompt: str, params: dict[str, Any], as_json: bool)
         click.echo(f"\nnote: the prompt was longer than the context; only its last {result.prompt_tokens} tokens were used",
                    err=True)
     if as_json:
-        print(json.dumps({"text": result.text, "completion": result.completion, "tokens": result.tokens,
+        print(json.dumps({**({"id": job, "job": job} if job is not None else {}),
+                          "text": result.text, "completion": result.completion, "tokens": result.tokens,
                           "stopped": result.stopped, "truncated_prompt": result.truncated_prompt,
                           "model": str(loaded.path), "step": loaded.step, "source": "checkpoint",
                           "seed": params.get("seed")},

@@ -60,7 +60,8 @@ def plot(home: str | None, refs: Sequence[str], out: Path | None, as_json: bool 
     if out is None:
         out = job_dir(home, refs[0]) / "loss.png"
     path = draw(runs, out)
-    click.echo(json.dumps({"path": str(path), "jobs": list(refs)}) if as_json else str(path))
+    jobs = [{"id": int(r)} if r.isdigit() else {"id": None, "run": r} for r in refs]  # named by `id`, as everywhere
+    click.echo(json.dumps({"path": str(path), "jobs": jobs}, ensure_ascii=False) if as_json else str(path))
     return Exit.OK
 
 

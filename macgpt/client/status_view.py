@@ -78,7 +78,34 @@ def header_line(r: dict[str, Any], all_jobs: list[dict[str, Any]], width: int = 
         parts = [f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}, {slots_line(d, all_jobs)}, {total}",
                  f"limits: CPU ≤ {lim['max_cpu']:g}%, memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}"]
         governor = gov.get("message")
-    return wrap_parts(parts + ([governor] if governor else []), width, "；" if zh else "; ")
+    head = wrap_parts(parts + ([governor] if governor else []), width, "；" if zh else "; ")
+    db = database_line(d, width, lang)
+    return head + ("\n" + db if db else "")
+
+
+def database_line(d: dict[str, Any], width: int = 10**6, lang: str = "en", now: float | None = None) -> str | None:
+    """The daemon's database trouble, when there is any: errors since it started and what still
+    waits to be written (the workers go on meanwhile); the last error's own words (English, from
+    SQLite) on a line of their own in Chinese. None on a healthy daemon."""
+    import time
+
+    errors, pending, unstored = (int(d.get(k) or 0) for k in ("db_errors", "db_pending_changes", "db_unstored_events"))
+    if not (errors or pending or unstored):
+        return None
+    last = d.get("db_last_error") or {}
+    ago = render.fmt_duration(max(0.0, (now or time.time()) - last["time"])) if last.get("time") else None
+    if lang == "zh":
+        parts = [f"数据库：启动以来 {errors} 次错误" + (f"，最近一次在 {ago} 前" if ago else ""),
+                 f"{pending} 个状态变更、{unstored} 个事件等待写入"]
+        text = wrap_parts(parts, width, "；")
+        return text + ("\n" + render._cut(f"database error ({last.get('where')}): {last['message']}", width)
+                       if last.get("message") else "")
+    parts = [f"database: {errors} error(s) since start", f"{pending} state change(s) and {unstored} event(s) "
+             "waiting to be written"]
+    if last.get("message"):
+        parts.append(render._cut(f"last{f' {ago} ago' if ago else ''} ({last.get('where')}): {last['message']}",
+                                 width - 2))  # the whole message is in --json and the daemon's log
+    return wrap_parts(parts, width)
 
 
 def _state(j: dict[str, Any], lang: str = "en") -> str:

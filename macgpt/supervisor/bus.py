@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -25,6 +26,12 @@ class EventBus:
         self.pub = pub
         self._seq: dict[int, int] = {}
         self._buffer: list[tuple[int, int, float, str, dict[str, Any]]] = []
+        self.on_error: Callable[[sqlite3.Error], None] | None = None  # the daemon counts it for `status`
+
+    @property
+    def unstored(self) -> int:
+        """Events published but not yet in the database (kept for the next flush)."""
+        return len(self._buffer)
 
     def emit(self, job: int, kind: str, data: dict[str, Any]) -> int:
         seq = self._seq.get(job)
@@ -49,6 +56,9 @@ class EventBus:
             try:
                 self.store.append_events(self._buffer)
             except sqlite3.Error as e:
-                log.error("events_not_stored", error=str(e), buffered=len(self._buffer))
+                if self.on_error is not None:
+                    self.on_error(e)
+                else:
+                    log.error("events_not_stored", error=str(e), buffered=len(self._buffer))
                 return
             self._buffer = []

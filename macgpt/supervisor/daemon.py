@@ -61,6 +61,7 @@ class Daemon:
         self.requests_served = 0
         self.bad_requests = 0
         self.db_errors = 0
+        self.db_last_error: dict[str, Any] | None = None  # {where, message, time}, shown by `status`
         self.pending_transitions: list[tuple[int, JobState, str | None, dict[str, Any]]] = []
 
     # -- setup ----------------------------------------------------------------------------------
@@ -105,6 +106,7 @@ class Daemon:
                                             self.max_clients), rebind_ipc)
         log.info("connection_caps", refuse_at=self.admission.caps.refuse_at, shed_at=self.admission.caps.shed_at)
         self.bus = EventBus(self.store, self.pub)
+        self.bus.on_error = lambda e: self._db_error("events", e)
         self.frozen = FrozenRegistry(self.lay.frozen_file)
         thawed = self.frozen.recover()
         if thawed:
@@ -317,9 +319,20 @@ class Daemon:
 
     def _db_error(self, where: str, e: sqlite3.Error) -> None:
         self.db_errors += 1
+        self.db_last_error = {"where": where, "message": str(e), "time": time.time()}
         if self.db_errors <= 20 or self.db_errors % 100 == 0:
             log.error("database_error", where=where, error=str(e), count=self.db_errors,
-                      pending_transitions=len(self.pending_transitions))
+                      pending_transitions=len(self.pending_transitions), unstored_events=self._unstored())
+
+    def database_view(self) -> dict[str, Any]:
+        """What `status` says about the database: errors since start, the last one, and what still
+        waits to be written (state changes, events); all zero/None on a healthy daemon."""
+        return {"db_errors": self.db_errors, "db_last_error": self.db_last_error,
+                "db_pending_changes": len(self.pending_transitions), "db_unstored_events": self._unstored()}
+
+    def _unstored(self) -> int:
+        bus = getattr(self, "bus", None)  # None before open()
+        return bus.unstored if bus is not None else 0
 
     def _retry_transitions(self) -> None:
         """Write, in order, the state changes a database error held back."""

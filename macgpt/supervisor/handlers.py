@@ -163,7 +163,7 @@ def status(daemon: Daemon, args: dict[str, Any], reply: Reply) -> dict[str, Any]
         "jobs": [job_view(daemon, j) for j in jobs],
         "daemon": {"pid": os.getpid(), "uptime": time.time() - daemon.started,
                    "limits": daemon.governance.limits.to_dict(), "governor": daemon.governance.summary(),
-                   "max_concurrent": daemon.max_concurrent},
+                   "max_concurrent": daemon.max_concurrent, **daemon.database_view()},
     }
 
 

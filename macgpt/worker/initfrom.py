@@ -1,20 +1,38 @@
 """Starting a new job from another model's weights (`submit --init-from`): the model's shape and
-tokenizer come with the weights; the optimizer, step count and schedule start fresh."""
+tokenizer come with the weights; the optimizer, step count and schedule start fresh.
+
+The file is trusted no more than a ``--model`` file: its config is checked against its tensors and
+its size (``modelfile.check_tensors``, on the meta device) before the trainer builds anything, so a
+small file claiming a huge model is refused instead of allocated."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from macgpt.config.schema import ModelConfig, from_dict
-from macgpt.worker import checkpoint
+from macgpt.ckptformat import CheckpointError
+from macgpt.config.schema import ConfigError, ModelConfig, stored_model_config
+from macgpt.fsutil import atomic_write_text
+from macgpt.worker import checkpoint, modelfile
+from macgpt.worker.setup import ResumeError
 
 
 def load_init(path: str, job_dir: Path) -> tuple[dict[str, Any], ModelConfig]:
-    """The checkpoint at ``path`` and its model shape; its tokenizer becomes the job's own
-    (written once, so a restarted worker finds it)."""
-    state = checkpoint.load_file(Path(path))
+    """The checkpoint at ``path`` and its model shape, checked against its tensors and the file's
+    size before anything is built; its tokenizer becomes the job's own (written once, atomically,
+    so a restarted worker finds it whole). ``ResumeError`` names the file and what is wrong."""
+    file = Path(path)
+    try:
+        state = checkpoint.load_file(file)
+        cfg = stored_model_config(state["model_config"])
+        modelfile.check_tensors(cfg, state.get("model"), file.stat().st_size, str(file))
+        tokenizer_json = state["tokenizer_json"]
+        if not isinstance(tokenizer_json, str):
+            raise CheckpointError(f"{file}: 'tokenizer_json' is a {type(tokenizer_json).__name__}, not a string")
+    except (CheckpointError, ConfigError, KeyError, TypeError, OSError) as e:
+        detail = f"field {e} missing" if isinstance(e, KeyError) else str(e)
+        raise ResumeError(f"--init-from: {detail}") from None
     tok_path = job_dir / "tokenizer.json"
     if not tok_path.exists():
-        tok_path.write_text(state["tokenizer_json"], encoding="utf-8")
-    return state, from_dict(ModelConfig, state["model_config"])
+        atomic_write_text(tok_path, tokenizer_json)  # never a half-written tokenizer
+    return state, cfg

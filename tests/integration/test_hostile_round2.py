@@ -151,6 +151,24 @@ def test_the_home_is_private_whatever_the_umask(home: Path) -> None:
     assert oct((home / "t.json").stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_train_run_outside_the_home_is_private_whatever_the_umask(home: Path, tmp_path: Path) -> None:
+    """Also: `macgpt train --out DIR` outside the private home created the run directory 0755 and
+    events.jsonl and metrics.jsonl 0644 under a umask of 022 (the worker's own files were private)."""
+    out = tmp_path / "elsewhere" / "run"
+    old = os.umask(0o022)
+    try:
+        r = subprocess.run([MACGPT, "train", "tiny", "--steps", "2", "--batch-size", "4", "--threads", "1",
+                            "--max-cpu", "100", "--out", str(out), "--json"], capture_output=True, text=True,
+                           timeout=300)
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "events.jsonl").is_file() and (out / "metrics.jsonl").is_file()
+    assert oct(out.stat().st_mode & 0o777) == "0o700" and oct(out.parent.stat().st_mode & 0o777) == "0o700"
+    loose = [f"{p} {oct(p.stat().st_mode & 0o777)}" for p in out.rglob("*") if p.stat().st_mode & 0o077]
+    assert not loose, loose
+
+
 def test_logs_of_a_long_job_is_paged_and_a_reader_that_stops_reading_pins_little(daemon: Path) -> None:
     """Item 9: `macgpt logs` failed ("not answering") once a job's history passed the client's 1 MiB
     reply cap (~50k steps); a client that stopped reading pinned up to 1,000 replies in the daemon."""
