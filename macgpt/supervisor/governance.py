@@ -102,8 +102,9 @@ class Governance:
             lv = runner.live
             if old is None:
                 cpus = runner.spec_threads or os.cpu_count() or 1
-                old = g.JobGov(job=job_id, max_threads=cpus, batch_size=runner.spec_batch,
-                               expected_rss=runner.expected_rss, threads=cpus, micro_batch=runner.spec_batch)
+                old = g.JobGov(job=job_id, max_threads=max(cpus, runner.spec_nproc), batch_size=runner.spec_batch,
+                               expected_rss=runner.expected_rss, threads=cpus, micro_batch=runner.spec_batch,
+                               min_threads=runner.spec_nproc)
             training = lv.phase == "training"
             j = dataclasses.replace(old, training=training, progress=lv.step + lv.setup_marks,
                                     user_paused=runner.user_paused)

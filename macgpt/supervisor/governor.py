@@ -69,6 +69,7 @@ class JobGov:
     mem: MemTrack = field(default_factory=MemTrack)  # non-reclaimable memory since training began (the runaway check)
     demand: tuple[tuple[int, float, int], ...] = ()  # (threads, CPU it uses running free, readings)
     useful_threads: int | None = None  # more threads than this were measured to add no CPU
+    min_threads: int = 1  # a job of N ranks runs at least one thread in each
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ def _learn(j: JobGov, w: WorkerReading, c: _Context) -> JobGov:
     useful = j.useful_threads
     if (spare and count >= c.tuning.demand_readings and j.threads > 1
             and value < (j.threads - c.tuning.useless_thread) * c.per_core):
-        useful = min(useful or j.max_threads, max(1, math.ceil(value / c.per_core - 0.05)))
+        useful = min(useful or j.max_threads, max(j.min_threads, math.ceil(value / c.per_core - 0.05)))
     return dataclasses.replace(j, demand=demand, useful_threads=useful)
 
 
@@ -290,7 +291,7 @@ def _cpu(j: JobGov, w: WorkerReading, c: _Context) -> tuple[int, float]:
         return most, 1.0  # everything is granted: the worker's idle priority already yields to others
     if budget < t.stop_below * per_core:
         return j.threads, 0.0
-    threads = max(1, min(most, math.ceil(budget / per_core - 0.05)))
+    threads = max(j.min_threads, min(most, math.ceil(budget / per_core - 0.05)))
     demand = _demand(j, threads)
     expected = demand if demand is not None else threads * per_core
     slack = t.tolerance if j.duty >= 1.0 else -t.tolerance  # hysteresis: no flapping at the edge

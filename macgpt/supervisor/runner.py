@@ -76,6 +76,7 @@ class JobRunner:
         self.own_limits = dict(spec.own_limits) if spec else {}  # what this job set at submit
         self.spec_batch = spec.train.batch_size if spec else 1
         self.spec_threads = spec.train.threads if spec else 0  # > 0: pinned by the user, never raised
+        self.spec_nproc = spec.train.nproc if spec else 1  # ranks on this machine: one thread each at least
         self.expected_rss = launch.expected_rss(spec, estimate, RUNTIME_BYTES)
         self.user_paused = False
         self.job_dir = Path(job_dir)
