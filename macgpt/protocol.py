@@ -194,6 +194,11 @@ COMMANDS: dict[str, dict[str, Arg]] = {
 }
 
 
+# What ``sample`` uses for an argument not given: the CLI's defaults and the worker's ``SampleParams``.
+SAMPLE_DEFAULTS: dict[str, Any] = {"max_new_tokens": 64, "temperature": 0.8, "top_k": 50, "top_p": 0.95,
+                                   "repetition_penalty": 1.1}
+
+
 @dataclass(frozen=True)
 class Request:
     id: Any

@@ -3,7 +3,6 @@ function; input errors become one clear line on stderr and exit code 2."""
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,34 +11,20 @@ from typing import Any
 import click
 
 from macgpt import __version__
-from macgpt.client.exitcodes import Exit
+from macgpt.client import cli_more
 from macgpt.client.options import (
     SampleArg,
     check_data,
     check_device,
     job_options,
+    limit_option,
     presets_help,
     resolve_init_from,
     spec_from_options,
 )
-from macgpt.client.surface import HOME_HELP, Group
-from macgpt.errors import ConfigError, DataError
-from macgpt.paths import PathError, layout
-
-
-def input_errors(f: Callable[..., int]) -> Callable[..., None]:
-    """Turn bad input into one message and exit 2; a command's return value is its exit code."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            code = f(*args, **kwargs)
-        except (ConfigError, DataError, PathError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(Exit.USAGE)
-        sys.exit(int(code or 0))
-
-    return wrapper
+from macgpt.client.surface import HOME_HELP, Group, input_errors, state_filter
+from macgpt.paths import layout
+from macgpt.protocol import COMMANDS, SAMPLE_DEFAULTS
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -95,16 +80,21 @@ def configs(as_json: bool, max_memory: float) -> int:
     return local.configs(as_json, max_memory)
 
 
+_TOKENS = COMMANDS["sample"]["max_new_tokens"]
+
+
 def sample_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("-n", "--tokens", "max_new_tokens", type=click.IntRange(1, 4096), default=64,
-                     show_default=True, help="new tokens at most"),
-        click.option("--temperature", type=SampleArg("temperature", float), default=0.8, show_default=True,
-                     help="0: always the most likely token"),
-        click.option("--top-k", type=SampleArg("top_k", int), default=50, show_default=True, help="0: off"),
-        click.option("--top-p", type=SampleArg("top_p", float), default=0.95, show_default=True,
+        click.option("-n", "--tokens", "max_new_tokens", type=click.IntRange(int(_TOKENS.lo or 1), int(_TOKENS.hi or 1)),
+                     default=SAMPLE_DEFAULTS["max_new_tokens"], show_default=True, help="new tokens at most"),
+        click.option("--temperature", type=SampleArg("temperature", float), default=SAMPLE_DEFAULTS["temperature"],
+                     show_default=True, help="0: always the most likely token"),
+        click.option("--top-k", type=SampleArg("top_k", int), default=SAMPLE_DEFAULTS["top_k"], show_default=True,
+                     help="0: off"),
+        click.option("--top-p", type=SampleArg("top_p", float), default=SAMPLE_DEFAULTS["top_p"], show_default=True,
                      help="nucleus sampling: keep the most likely tokens up to this probability (1: off)"),
-        click.option("--repetition-penalty", type=SampleArg("repetition_penalty", float), default=1.1, show_default=True,
+        click.option("--repetition-penalty", type=SampleArg("repetition_penalty", float),
+                     default=SAMPLE_DEFAULTS["repetition_penalty"], show_default=True,
                      help="above 1 makes tokens already in the text less likely (1: off)"),
         click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
                      help="random seed (default: a new one each time, printed so a text can be repeated)"),
@@ -180,16 +170,6 @@ def submit(ctx: click.Context, after: tuple[int, ...], follow: bool, as_json: bo
     return jobs.submit(ctx.obj["home"], spec, follow, as_json, list(after), hooks=hooks)
 
 
-def state_filter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> set[str] | None:
-    """``--state running,queued`` -> a set; an unknown state is a usage error naming it."""
-    from macgpt.client.status_view import parse_states
-
-    try:
-        return parse_states(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e).removeprefix("--state: ")) from None
-
-
 @main.command()
 @click.argument("job", type=click.IntRange(1), required=False)
 @click.option("--json", "as_json", is_flag=True, help="the documented JSON schema (see README)")
@@ -238,9 +218,9 @@ _control_command("checkpoint", "Make a running JOB write a checkpoint now.")
 
 
 @main.command()
-@click.option("--max-cpu", type=click.FloatRange(1, 100), default=None, help="total CPU percent")
-@click.option("--max-memory", type=click.FloatRange(1, 100), default=None, help="total memory percent")
-@click.option("--on-battery", type=click.Choice(("pause", "throttle", "run")), default=None)
+@limit_option("max_cpu", typed=True, say_default=False)
+@limit_option("max_memory", typed=True, say_default=False)
+@limit_option("on_battery", typed=True, say_default=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @input_errors
@@ -303,7 +283,8 @@ def export(ctx: click.Context, job: str, out: Path | None, tensorboard: Path | N
 train.help = (train.help or "") + presets_help()
 submit.help = (submit.help or "") + presets_help()
 
-from macgpt.client import cli_more  # noqa: E402,F401  (registers ls, rm, prune, wait, completion)
+for _command in cli_more.COMMANDS:  # ls, rm, prune, wait, completion, extend
+    main.add_command(_command)
 
 
 def run() -> None:

@@ -1,5 +1,5 @@
-"""The commands for everyday housekeeping and scripting (issue 13): ls, rm, prune, wait and
-completion. Registered on the ``macgpt`` group when the CLI loads."""
+"""The commands for everyday housekeeping and scripting (issue 13): ls, rm, prune, wait, extend and
+completion. ``cli.py`` adds ``COMMANDS`` to the ``macgpt`` group."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from macgpt.client.cli import input_errors, main, state_filter
 from macgpt.client.exitcodes import Exit
+from macgpt.client.surface import input_errors, state_filter
 
 JOBS = click.argument("jobs", nargs=-1, required=True, type=click.IntRange(1), metavar="JOB...")
 AS_JSON = click.option("--json", "as_json", is_flag=True, help="print the answer as one JSON object")
@@ -19,7 +19,7 @@ STATE_FILTER = click.option("--state", "states", callback=state_filter, metavar=
 NAME_FILTER = click.option("--name", metavar="GLOB", default=None, help="only jobs whose name matches, e.g. 'exp-*'")
 
 
-@main.command(name="ls")
+@click.command(name="ls")
 @STATE_FILTER
 @NAME_FILTER
 @click.option("--json", "as_json", is_flag=True, help="the same JSON as `status --json`")
@@ -32,7 +32,7 @@ def ls(ctx: click.Context, states: set[str] | None, name: str | None, as_json: b
     return jobs.status(ctx.obj["home"], None, as_json, states, name, compact=True)
 
 
-@main.command()
+@click.command()
 @JOBS
 @click.option("--force", is_flag=True, help="stop a running job first (it writes a checkpoint), then remove it")
 @AS_JSON
@@ -57,7 +57,7 @@ def _age(_ctx: click.Context, _param: click.Parameter, value: str | None) -> flo
         raise click.BadParameter(str(e).removeprefix("--older-than ")) from None
 
 
-@main.command()
+@click.command()
 @click.option("--older-than", callback=_age, metavar="AGE", help="only jobs finished at least AGE ago: 30m, 12h, 7d")
 @click.option("--state", "states", callback=state_filter, metavar="S[,S...]", default="completed,failed,cancelled",
               show_default=True, help="finished states to prune")
@@ -72,7 +72,7 @@ def prune(ctx: click.Context, older_than: float | None, states: set[str], dry_ru
     return house.prune(ctx.obj["home"], states, older_than, dry_run, as_json)
 
 
-@main.command()
+@click.command()
 @JOBS
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None, metavar="S",
               help="give up after S seconds (exit 1)")
@@ -86,7 +86,7 @@ def wait(ctx: click.Context, jobs: tuple[int, ...], timeout: float | None, as_js
     return house.wait(ctx.obj["home"], list(jobs), timeout, as_json)
 
 
-@main.command()
+@click.command()
 @click.argument("shell", type=click.Choice(("bash", "zsh", "fish")))
 def completion(shell: str) -> Any:
     """Print the tab-completion script for SHELL, e.g. `macgpt completion bash >> ~/.bashrc`."""
@@ -94,11 +94,12 @@ def completion(shell: str) -> Any:
 
     cls = get_completion_class(shell)
     assert cls is not None  # click ships all three
-    click.echo(cls(main, {}, "macgpt", "_MACGPT_COMPLETE").source())
+    root = click.get_current_context().find_root().command
+    click.echo(cls(root, {}, "macgpt", "_MACGPT_COMPLETE").source())
     return Exit.OK
 
 
-@main.command()
+@click.command()
 @click.argument("job", type=click.IntRange(1))
 @click.option("--steps", type=click.IntRange(1, 10_000_000), required=True, metavar="N",
               help="optimizer steps to train beyond the job's last checkpoint")
@@ -112,3 +113,6 @@ def extend(ctx: click.Context, job: int, steps: int, as_json: bool) -> int:
     from macgpt.client import house
 
     return house.extend(ctx.obj["home"], job, steps, as_json)
+
+
+COMMANDS = (ls, rm, prune, wait, completion, extend)

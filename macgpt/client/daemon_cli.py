@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from macgpt.client.exitcodes import Exit
-from macgpt.config import BATTERY_POLICIES
+from macgpt.client.options import LIMIT_KEYS, limit_option
 from macgpt.config.limits import Limits
 from macgpt.config.schema import ConfigError
 from macgpt.paths import Layout, PathError, layout
@@ -27,17 +27,7 @@ START_TIMEOUT = 15.0
 
 def limit_options(f: Any) -> Any:
     for opt in reversed([
-        click.option("--max-cpu", type=click.FloatRange(1, 100), default=None, help="total CPU percent (default 70)"),
-        click.option("--max-memory", type=click.FloatRange(1, 100), default=None,
-                     help="total memory percent (default 60)"),
-        click.option("--on-battery", type=click.Choice(BATTERY_POLICIES), default=None,
-                     help="pause (default), throttle or run"),
-        click.option("--hard-memory", type=click.FloatRange(0, 100), default=None,
-                     help="memory percent at which a worker is killed (default: max-memory + 15)"),
-        click.option("--hang-seconds", type=click.FloatRange(1, 86400), default=None,
-                     help="seconds without progress before a worker is restarted (default 60)"),
-        click.option("--max-crashes", type=click.IntRange(1, 1000), default=None,
-                     help="crashes without saved progress before a job fails (default 8)"),
+        *(limit_option(key, typed=True) for key in LIMIT_KEYS),
         click.option("--max-concurrent", type=click.IntRange(1, 64), default=1, show_default=True,
                      help="jobs trained at the same time"),
         click.option("--max-clients", type=click.IntRange(8, 1_000_000), default=None,
@@ -115,10 +105,10 @@ def saved_limits(lay: Layout) -> Limits:
 @limit_options
 @click.option("--json-logs", is_flag=True, help="JSON log lines on stderr too")
 @click.pass_context
-def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_battery: str | None,
-        hard_memory: float | None, hang_seconds: float | None, max_crashes: int | None, max_concurrent: int,
-        max_clients: int | None, tcp_port: int | None, tcp_host: str, json_logs: bool) -> None:
+def run(ctx: click.Context, max_concurrent: int, max_clients: int | None, tcp_port: int | None, tcp_host: str,
+        json_logs: bool, **given: Any) -> None:
     """Run the daemon in the foreground (for launchd, systemd and debugging)."""
+    # ``given``: the limit options (LIMIT_KEYS), None where not given
 
     import zmq
 
@@ -140,9 +130,7 @@ def run(ctx: click.Context, max_cpu: float | None, max_memory: float | None, on_
     log.setup(lay.log_file, console=True, json_console=json_logs)
     log.get().info("fd_limit", soft=fd_limit)
     try:
-        limits = saved_limits(lay).updated({"max_cpu": max_cpu, "max_memory": max_memory, "on_battery": on_battery,
-                                            "hard_memory": hard_memory, "hang_seconds": hang_seconds,
-                                            "max_crashes": max_crashes})
+        limits = saved_limits(lay).updated({k: given[k] for k in LIMIT_KEYS})
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(Exit.USAGE)
@@ -258,7 +246,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         print(json.dumps(info))
         return
-    from macgpt.client.render import fmt_duration
+    from macgpt.client.units import fmt_duration
 
     click.echo(f"macgptd running: pid {info['pid']}, up {fmt_duration(info['uptime'])}")
     click.echo(f"home:   {info['home']}\nsocket: {info['socket']}\nlog:    {info['log']}")

@@ -12,8 +12,8 @@ import click
 from macgpt.client.connection import RemoteError
 from macgpt.client.exitcodes import Exit
 from macgpt.client.jobs import _client, remote, status_answer
-from macgpt.client.render import fmt_bytes
 from macgpt.client.surface import emit_json, job_ref
+from macgpt.client.units import fmt_bytes
 from macgpt.protocol import FINISHED
 
 PRUNE_STATES = frozenset({"completed", "failed", "cancelled"})

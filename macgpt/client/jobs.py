@@ -16,6 +16,7 @@ from macgpt.client.connection import Client, DaemonNotRunning, RemoteError
 from macgpt.client.exitcodes import Exit
 from macgpt.client.offline_home import OFFLINE_NOTE, OFFLINE_NOTE_ZH, OfflineHome
 from macgpt.client.surface import emit_json, job_ref
+from macgpt.config.limits import hard_memory_percent
 from macgpt.jobfiles import disk_usage
 from macgpt.paths import layout
 from macgpt.protocol import FINISHED
@@ -213,7 +214,7 @@ class _ProgressBar:
         elif ev["kind"] == "state":
             self.progress.update(self.task, info=lines.event_line("state", d, self.lang) or d["state"])
         elif ev["kind"] == "progress" and d.get("total"):
-            self.progress.update(self.task, total=d["total"], completed=d.get("done") or 0, info=render.progress_text(d))
+            self.progress.update(self.task, total=d["total"], completed=d.get("done") or 0, info=lines.progress_text(d))
 
     def _info_room(self, total: int) -> int:
         """Columns left for the text after the bar: the width less the label, ``step/max``, the bar,
@@ -300,7 +301,7 @@ def _control_line(cmd: str, job: int, r: dict[str, Any], lang: str) -> str:
 @remote
 def limits(home: str | None, changes: dict[str, Any], as_json: bool) -> int:
     r = _client(home).call("limits", {k: v for k, v in changes.items() if v is not None})
-    r["hard_memory"] = r["hard_memory"] or min(100.0, r["max_memory"] + 15)  # 0 means "max-memory + 15"
+    r["hard_memory"] = hard_memory_percent(r["hard_memory"], r["max_memory"])  # 0 means "max-memory + 15"
     if as_json:
         emit_json(r)
     else:

@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from macgpt.client.units import fmt_bytes, fmt_duration
+
 LANGS = ("zh", "en")
 FREE_TEXT = frozenset({"warning", "interrupt", "error", "failed"})  # their message exists in English only
 NO_LANGUAGE = ("c", "posix")  # a locale that names no language: the original guide's Chinese
@@ -45,12 +47,6 @@ def current() -> str:
     return pick(None, os.environ)
 
 
-def _bytes(n: float) -> str:
-    from macgpt.client.render import fmt_bytes
-
-    return fmt_bytes(n)
-
-
 def metrics_line(d: dict[str, Any], lang: str) -> str:
     w = W[lang]
     batch = f"{d.get('batch_size')}" + (
@@ -61,7 +57,7 @@ def metrics_line(d: dict[str, Any], lang: str) -> str:
         f"{w['step']} {d['step']:>5} | {w['epoch']} {d.get('epoch', 0):>3} | {w['loss']} {d['loss']:.4f} | "
         f"{w['avg']} {d['avg_loss']:.4f} | {w['speed']} {d.get('steps_per_s', 0):.1f} steps/s "
         f"({d.get('tokens_per_s', 0) / 1000:.1f}K tok/s) | {w['lr']} {d.get('lr', 0):.2e} | "
-        f"{w['threads']} {d.get('threads')} | {w['batch']} {batch} | {w['rss']} {_bytes(d.get('rss') or 0)}"
+        f"{w['threads']} {d.get('threads')} | {w['batch']} {batch} | {w['rss']} {fmt_bytes(d.get('rss') or 0)}"
     )
 
 
@@ -72,7 +68,7 @@ def _zh(kind: str, d: dict[str, Any]) -> str | None:
         return f"📏 评估 @{d['step']}: 损失 {d['loss']:.4f} | 困惑度 {d['perplexity']:.1f} | {d['tokens']:,} 个词元"
     if kind == "checkpoint":
         why = _REASON_ZH.get(str(d.get("reason")), d.get("reason"))
-        return f"💾 检查点 @{d['step']}（{why}，{_bytes(d.get('bytes', 0))}，{d.get('seconds', 0):.3f}s）"
+        return f"💾 检查点 @{d['step']}（{why}，{fmt_bytes(d.get('bytes', 0))}，{d.get('seconds', 0):.3f}s）"
     if kind == "started":
         return f"🏃 训练：从第 {d['step']} 步到第 {d['max_steps']} 步（{d['threads']} 个线程，批量 {d['batch_size']}）"
     if kind == "paused":
@@ -131,8 +127,6 @@ def reason_zh(reason: str) -> str | None:
 
 def progress_zh(d: dict[str, Any]) -> str:
     """``编码语料：12.0/100.0 MB（5.1 MB/s，剩余 17s）`` from a "progress" event."""
-    from macgpt.client.render import fmt_duration
-
     what = {"tokenizer": "训练分词器", "encode": "编码语料", "import": "加载 PyTorch", "eval": "评估",
             "final_eval": "最终评估", "sample": "生成"}.get(str(d.get("phase")), str(d.get("phase")))
     if d.get("note"):
@@ -179,14 +173,12 @@ def _setup_zh(d: dict[str, Any]) -> str | None:
 
 def event_line(kind: str, d: dict[str, Any], lang: str | None = None) -> str | None:
     """One line for an event in ``lang`` (default: the current language), or None for events not worth a line."""
-    from macgpt.client import render
-
     lang = lang or current()
     if kind == "metrics":
         return metrics_line(d, lang)
     if lang == "zh" and kind not in FREE_TEXT:
         return _zh(kind, d)
-    return render.english_event_line(kind, d)
+    return english_event_line(kind, d)
 
 
 def progress_info(d: dict[str, Any], governor: str, lang: str) -> str:
@@ -197,3 +189,89 @@ def progress_info(d: dict[str, Any], governor: str, lang: str) -> str:
     if governor:
         info += " | " + (GOVERNOR_ZH.get(governor, governor) if lang == "zh" else governor)
     return info
+
+
+# -- English ------------------------------------------------------------------------------------
+def english_event_line(kind: str, d: dict[str, Any]) -> str | None:
+    """The English line of an event, or None for events not worth a line."""
+    if kind == "metrics":
+        return metrics_line(d, "en")
+    if kind == "sample":
+        return f"🧪 generation test @{d['step']} - prompt: {d['prompt']!r} → {d['text']!r}"
+    if kind == "eval":
+        return (f"📏 eval @{d['step']}: loss {d['loss']:.4f} | perplexity {d['perplexity']:.1f} | "
+                f"{d['tokens']:,} tokens")
+    if kind == "checkpoint":
+        return f"💾 checkpoint @{d['step']} ({d.get('reason')}, {fmt_bytes(d.get('bytes', 0))}, {d.get('seconds', 0):.3f}s)"
+    if kind == "setup":
+        return setup_line(d)
+    if kind == "progress":
+        return "⏳ " + progress_text(d)
+    return _control_line(kind, d)
+
+
+def _control_line(kind: str, d: dict[str, Any]) -> str | None:
+    if kind == "started":
+        return f"🏃 training from step {d['step']} to {d['max_steps']} ({d['threads']} threads, batch {d['batch_size']})"
+    if kind == "paused":
+        return f"⏸  paused at step {d['step']} ({d.get('reason', 'user')})"
+    if kind == "resumed":
+        return f"▶  resumed at step {d['step']}"
+    if kind == "stopped":
+        where = f", checkpoint {d['checkpoint']}" if d.get("checkpoint") else ""
+        return f"⏹  stopped at step {d['step']} ({d.get('reason')}){where}"
+    if kind == "completed":
+        ev = f", eval loss {d['eval_loss']:.4f}" if d.get("eval_loss") is not None else ""
+        return f"✅ completed {d['step']} steps: train loss (last 20 steps) {d['train_loss']:.4f}{ev}"
+    if kind in ("warning", "interrupt"):
+        return f"⚠️  {d.get('message')}"
+    if kind in ("error", "failed"):
+        return f"❌ {d.get('message')}"
+    if kind == "restarting":
+        return (f"🔁 worker crashed ({d.get('last_error')}); restarting from step "
+                f"{d.get('from_step') or 0} in {d['in_seconds']:.0f}s (crash {d['crashes']})")
+    if kind == "gave_up":
+        return f"❌ giving up after {d['crashes']} crashes: {d.get('last_error')}"
+    if kind == "governor":
+        return f"🛡  {d.get('message')}"
+    if kind == "state":
+        reason = f" ({d['reason']})" if d.get("reason") else ""
+        return f"• state: {d['state']}{reason}"
+    return None
+
+
+def setup_line(d: dict[str, Any]) -> str | None:
+    phase = d.get("phase")
+    if phase == "torch":
+        return f"🔧 PyTorch loaded ({d['seconds']:.1f}s after start)"
+    if phase == "data":
+        ev = f"; eval {d['eval_texts']} texts" if d.get("eval_texts") else "; no eval data"
+        if d.get("holdout"):
+            ev = "; no --eval-data: ~2% of the texts (chosen by hash, always the same) held out for evaluation"
+        size = f"{d['bytes'] / 1e6:,.1f} MB" if "bytes" in d else f"{d['chars']:,} characters"
+        return f"📚 data: {d['texts']:,} texts, {size}{ev}"
+    if phase == "tokenizer":
+        how = {"trained": "trained", "cache": "reused (same data and vocab)", "job": "loaded"}[d["origin"]]
+        return f"🔤 tokenizer {how}: vocab {d['vocab_size']}, {d['path']}"
+    if phase == "model":
+        return (f"🧠 model on {d['device']}: {d['params_block']:,} block params, {d['params']:,} total; "
+                f"{d['tokens']:,} training tokens ({d['chunks_per_epoch']} chunks per epoch)")
+    if phase == "resumed":
+        return f"↩️  resumed from step {d['step']}: {d['path']}"
+    if phase == "initialized":
+        return f"🌱 weights from {d['path']} (trained {d['from_step']} steps); a fresh optimizer and schedule"
+    if phase == "spread":
+        return (f"🔀 {d['world']} ranks ({d['nproc']} per machine x {d['nnodes']} machine(s), {d['backend']}): "
+                f"rank {d['rank']} trains rows {d['rows'][0]}-{d['rows'][1] - 1} of each batch")
+    return None
+
+
+def progress_text(d: dict[str, Any]) -> str:
+    """``encode: 12.0/100.0 MB (5.1 MB/s, ETA 17s)`` from a "progress" event."""
+    if d.get("note"):
+        return f"{d.get('phase')}: {d['note']}"
+    total = f"/{d['total']:,.1f}" if d.get("total") is not None else ""
+    rate = f" ({d['rate']:,.1f} {d.get('unit', '')}/s" if d.get("rate") else " ("
+    eta = f", ETA {fmt_duration(d['eta'])})" if d.get("eta") is not None else ")"
+    what = {"tokenizer": "training the tokenizer", "encode": "encoding the corpus"}.get(str(d.get("phase")), d.get("phase"))
+    return f"{what}: {d.get('done', 0):,.1f}{total} {d.get('unit', '')}{rate}{eta}".replace(" ()", "")

@@ -16,7 +16,7 @@ import click
 from macgpt import metricsfile
 from macgpt.client import render, sysinfo, train_view
 from macgpt.client.exitcodes import Exit
-from macgpt.client.render import fmt_bytes
+from macgpt.client.units import fmt_bytes
 from macgpt.config.estimate import estimate
 from macgpt.config.job import JobSpec
 from macgpt.paths import Layout

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from macgpt.config import BATTERY_POLICIES
+from macgpt.config.limits import BOUNDS, Limits, default_text
 
 if TYPE_CHECKING:
     from macgpt.config.job import JobSpec
-    from macgpt.config.limits import Limits
 
 
 FIELD_OPTIONS = {  # option name -> config field
@@ -53,24 +52,35 @@ def job_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
                      help="any model or training field, e.g. --set n_embd=128; repeatable"),
         click.option("--name", default="", help="a name for the job (letters, digits, . _ -)"),
-        click.option("--max-cpu", metavar="P", help="total CPU percent to stay under (default 70)"),
-        click.option("--max-memory", metavar="P", help="total memory percent to stay under (default 60)"),
-        click.option("--on-battery", type=click.Choice(BATTERY_POLICIES), default=None,
-                     help="on battery power: pause (default), throttle or run"),
-        click.option("--hard-memory", metavar="P", help="memory percent at which the worker is killed "
-                     "and restarted smaller (default: max-memory + 15)"),
-        click.option("--hang-seconds", metavar="S", help="seconds without progress before a restart (default 60)"),
-        click.option("--max-crashes", metavar="N", help="crashes without saved progress before the job fails (default 8)"),
+        *(limit_option(key) for key in LIMIT_KEYS),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
 
 
+LIMIT_KEYS = ("max_cpu", "max_memory", "on_battery", "hard_memory", "hang_seconds", "max_crashes")
+_METAVARS = {"max_cpu": "P", "max_memory": "P", "hard_memory": "P", "hang_seconds": "S", "max_crashes": "N"}
+
+
+def limit_option(key: str, typed: bool = False, say_default: bool = True) -> Callable[..., Any]:
+    """The option of one limit, made from its bound in ``config/limits.py``: as text that the schema
+    parses (``train``, ``submit``: the same message as for any other field), or typed by click
+    (``macgptd``, ``macgpt limits``). ``say_default``: the help names the default."""
+    bound = BOUNDS[key]
+    name = "--" + key.replace("_", "-")
+    text = bound.help + (f" (default {default_text(key)})" if say_default else "")
+    if bound.choices:
+        return click.option(name, type=click.Choice(bound.choices), default=None, help=text)
+    if not typed:
+        return click.option(name, metavar=_METAVARS[key], help=text)
+    kind = click.IntRange if bound.kind is int else click.FloatRange
+    return click.option(name, type=kind(bound.lo, bound.hi), default=None, help=text)
+
+
 def spec_from_options(opts: dict[str, Any], base_limits: Limits | None = None) -> JobSpec:
     """Validated JobSpec from the shared options; ConfigError or DataError on bad input."""
     from macgpt.config.job import build_spec, parse_set
-    from macgpt.config.limits import Limits
 
     overrides: dict[str, Any] = dict(parse_set(opts.get("set_pairs") or ()))
     for opt, fld in FIELD_OPTIONS.items():
@@ -85,8 +95,7 @@ def spec_from_options(opts: dict[str, Any], base_limits: Limits | None = None) -
 
 def explicit_limits(opts: dict[str, Any]) -> dict[str, Any]:
     """The limits given on the command line (the rest come from the daemon or the defaults)."""
-    keys = ("max_cpu", "max_memory", "on_battery", "hard_memory", "hang_seconds", "max_crashes")
-    return {k: opts[k] for k in keys if opts.get(k) is not None}
+    return {k: opts[k] for k in LIMIT_KEYS if opts.get(k) is not None}
 
 
 def check_data(spec: JobSpec) -> JobSpec:
@@ -94,12 +103,12 @@ def check_data(spec: JobSpec) -> JobSpec:
     memory, a progress line for big inputs); the spec returned carries the validated file list."""
     import dataclasses
 
-    from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
+    from macgpt.data import job_files
     from macgpt.data.sources import validate
 
     progress = _progress_line()
-    train = validate(list(spec.data) or [builtin_path(BUILTIN_TRAIN)], progress)
-    evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
+    files, evals = job_files(spec.data, spec.eval_data)
+    train = validate(files, progress)
     ev = validate(evals, progress) if evals else None
     if getattr(progress, "shown", False):
         click.echo("", err=True)  # end the progress line

@@ -7,8 +7,8 @@ import fnmatch
 from typing import Any
 
 from macgpt.client import lines as L
-from macgpt.client import render
-from macgpt.client.render import fmt_bytes
+from macgpt.client import render, units
+from macgpt.client.units import fmt_bytes
 
 STATES = ("queued", "starting", "running", "paused", "completed", "failed", "cancelled")
 STATUS_HEADERS = ["ID", "NAME", "CONFIG", "STATE", "STEP", "LOSS", "EVAL", "SPEED", "THREADS", "BATCH", "CPU",
@@ -70,12 +70,12 @@ def header_line(r: dict[str, Any], all_jobs: list[dict[str, Any]], width: int = 
         return wrap_parts([f"daemon not running (home {d['home']})", f"{len(all_jobs)} job(s), {total}"], width)
     lim, gov = d["limits"], d.get("governor") or {}
     if zh:
-        parts = [f"守护进程 pid {d['pid']}，已运行 {render.fmt_duration(d['uptime'])}，{slots_line(d, all_jobs, lang)}，{total}",
+        parts = [f"守护进程 pid {d['pid']}，已运行 {units.fmt_duration(d['uptime'])}，{slots_line(d, all_jobs, lang)}，{total}",
                  f"限制：CPU ≤ {lim['max_cpu']:g}%，内存 ≤ {lim['max_memory']:g}%，"
                  f"使用电池时{BATTERY_ZH.get(lim['on_battery'], lim['on_battery'])}"]
         governor = L.machine_zh(gov) if gov.get("message") else None
     else:
-        parts = [f"daemon pid {d['pid']}, up {render.fmt_duration(d['uptime'])}, {slots_line(d, all_jobs)}, {total}",
+        parts = [f"daemon pid {d['pid']}, up {units.fmt_duration(d['uptime'])}, {slots_line(d, all_jobs)}, {total}",
                  f"limits: CPU ≤ {lim['max_cpu']:g}%, memory ≤ {lim['max_memory']:g}%, on battery: {lim['on_battery']}"]
         governor = gov.get("message")
     head = wrap_parts(parts + ([governor] if governor else []), width, "；" if zh else "; ")
@@ -93,7 +93,7 @@ def database_line(d: dict[str, Any], width: int = 10**6, lang: str = "en", now: 
     if not (errors or pending or unstored):
         return None
     last = d.get("db_last_error") or {}
-    ago = render.fmt_duration(max(0.0, (now or time.time()) - last["time"])) if last.get("time") else None
+    ago = units.fmt_duration(max(0.0, (now or time.time()) - last["time"])) if last.get("time") else None
     if lang == "zh":
         parts = [f"数据库：启动以来 {errors} 次错误" + (f"，最近一次在 {ago} 前" if ago else ""),
                  f"{pending} 个状态变更、{unstored} 个事件等待写入"]
@@ -120,12 +120,12 @@ def status_row(j: dict[str, Any], lang: str = "en") -> list[str]:
         f"{j['micro_batch']}/{j['batch_size']}" if j["micro_batch"] != j["batch_size"] else str(j["batch_size"]))
     return [
         str(j["id"]), j["name"], j["config"], _state(j, lang), f"{j['step']}/{j['max_steps']}",
-        render.fmt_num(j["loss"], 3), render.fmt_num(j["eval_loss"], 3),
+        units.fmt_num(j["loss"], 3), units.fmt_num(j["eval_loss"], 3),
         "-" if j["steps_per_s"] is None else f"{j['steps_per_s']:.1f}/s",
         "-" if j["threads"] is None else str(j["threads"]), batch,
         "-" if j.get("cpu_percent") is None else f"{j['cpu_percent']:.0f}%",
         "-" if j["rss"] is None else fmt_bytes(j["rss"]), fmt_bytes(j.get("disk_bytes") or 0),
-        render.fmt_duration(j["checkpoint_age"]),
+        units.fmt_duration(j["checkpoint_age"]),
     ]
 
 
@@ -143,7 +143,7 @@ def _notes(j: dict[str, Any], table: str) -> list[str]:
     if j.get("governor"):
         out.append(f"job {j['id']}: {j['governor']}")
     if j.get("preparing"):
-        out.append(f"job {j['id']}: preparing: {render.progress_text(j['preparing'])}")
+        out.append(f"job {j['id']}: preparing: {L.progress_text(j['preparing'])}")
     if j.get("warning") and j["state"] not in ("completed", "cancelled"):
         out.append(f"job {j['id']}: ⚠ {j['warning']}")
     if j.get("reason") and full not in table and j["state"] != "completed":  # cut in the table
@@ -172,7 +172,7 @@ def ls_lines(jobs: list[dict[str, Any]], width: int, lang: str = "en") -> str:
     import time
 
     rows = [[str(j["id"]), j["name"], j["config"], _state(j, lang), f"{j['step']}/{j['max_steps']}",
-             render.fmt_num(j["loss"], 3), fmt_bytes(j.get("disk_bytes") or 0),
+             units.fmt_num(j["loss"], 3), fmt_bytes(j.get("disk_bytes") or 0),
              time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created"])) if j.get("created") else "-"]
             for j in jobs]
     return render.fit_table(_headings(LS_HEADERS, lang), rows, width, LS_DROP, ("STATE", "NAME"), names=LS_HEADERS)

@@ -3,13 +3,17 @@ usage errors re-rendered in macgpt's style (``error: ...``, exit 2), and JSON pr
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from macgpt.client.exitcodes import Exit
+from macgpt.errors import ConfigError, DataError
+from macgpt.paths import PathError
 
 HOME_HELP = "macgpt's data directory (default: $MACGPT_HOME or the platform's user data dir)"
 
@@ -64,3 +68,28 @@ def emit_json(obj: Any) -> None:
 def job_ref(job_id: int, **fields: Any) -> dict[str, Any]:
     """A job named by ``id``, with ``job`` kept as an alias for one release."""
     return {"id": job_id, "job": job_id, **fields}
+
+
+def input_errors(f: Callable[..., int]) -> Callable[..., None]:
+    """Turn bad input into one message and exit 2; a command's return value is its exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = f(*args, **kwargs)
+        except (ConfigError, DataError, PathError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(Exit.USAGE)
+        sys.exit(int(code or 0))
+
+    return wrapper
+
+
+def state_filter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> set[str] | None:
+    """``--state running,queued`` -> a set; an unknown state is a usage error naming it."""
+    from macgpt.client.status_view import parse_states  # its tables load only when a command runs
+
+    try:
+        return parse_states(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--state: ")) from None

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from macgpt.client import lines, sysinfo
-from macgpt.client.render import fmt_bytes
 from macgpt.client.status_view import BATTERY_ZH
+from macgpt.client.units import fmt_bytes
 from macgpt.config.estimate import RUNTIME_BYTES, estimate
 from macgpt.config.job import JobSpec
 

@@ -14,14 +14,22 @@ from typing import Any
 from macgpt.config import BATTERY_POLICIES
 from macgpt.config.schema import Bound, ConfigError, parse_value
 
-_BOUNDS: dict[str, Bound] = {
-    "max_cpu": Bound(float, 1, 100, help="total machine CPU percent"),
-    "max_memory": Bound(float, 1, 100, help="total machine memory percent"),
-    "hard_memory": Bound(float, 0, 100, help="memory percent at which a worker is killed (0: max_memory + 15)"),
-    "on_battery": Bound(str, choices=BATTERY_POLICIES, help="what to do on battery power"),
-    "hang_seconds": Bound(float, 1, 86400, help="seconds without step progress before a restart"),
+# Each limit's values and its help, written once: the options of `train`, `submit`, `macgptd` and
+# `macgpt limits` are made from this table (client/options.py) and say the defaults below.
+BOUNDS: dict[str, Bound] = {
+    "max_cpu": Bound(float, 1, 100, help="total machine CPU percent to stay under"),
+    "max_memory": Bound(float, 1, 100, help="total machine memory percent to stay under"),
+    "hard_memory": Bound(float, 0, 100, help="memory percent at which a worker is killed and restarted smaller"),
+    "on_battery": Bound(str, choices=BATTERY_POLICIES, help="on battery power: pause, throttle or run"),
+    "hang_seconds": Bound(float, 1, 86400, help="seconds without progress before a worker is restarted"),
     "max_crashes": Bound(int, 1, 1000, help="crashes without saved progress before a job fails"),
 }
+HARD_MEMORY_MARGIN = 15.0  # hard_memory 0 means max_memory + this (at most 100)
+
+
+def hard_memory_percent(hard_memory: float, max_memory: float) -> float:
+    """The memory percent at which a worker is killed: ``hard_memory``, or 0 for max-memory + 15."""
+    return hard_memory or min(100.0, max_memory + HARD_MEMORY_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,7 @@ class Limits:
 
     @property
     def hard_memory_percent(self) -> float:
-        return self.hard_memory or min(100.0, self.max_memory + 15.0)
+        return hard_memory_percent(self.hard_memory, self.max_memory)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -52,9 +60,9 @@ class Limits:
         for key, value in changes.items():
             if value is None:
                 continue
-            if key not in _BOUNDS:
-                raise ConfigError(f"unknown limit {key!r}; known: {', '.join(_BOUNDS)}")
-            parsed[key] = parse_value(key.replace("_", "-"), value, _BOUNDS[key])
+            if key not in BOUNDS:
+                raise ConfigError(f"unknown limit {key!r}; known: {', '.join(BOUNDS)}")
+            parsed[key] = parse_value(key.replace("_", "-"), value, BOUNDS[key])
         new = dataclasses.replace(self, **parsed)
         if new.hard_memory and new.hard_memory <= new.max_memory:
             raise ConfigError(
@@ -63,7 +71,7 @@ class Limits:
         return new
 
 
-_BATTERY_ORDER = {name: i for i, name in enumerate(("pause", "throttle", "run"))}
+_BATTERY_ORDER = {name: i for i, name in enumerate(BATTERY_POLICIES)}  # strictest first
 
 
 def in_force(base: Limits, job_limits: Iterable[dict[str, Any]]) -> Limits:
@@ -72,7 +80,7 @@ def in_force(base: Limits, job_limits: Iterable[dict[str, Any]]) -> Limits:
     merged: dict[str, Any] = {}
     for own in job_limits:
         for key, value in own.items():
-            if value is None or key not in _BOUNDS or (key == "hard_memory" and not value):
+            if value is None or key not in BOUNDS or (key == "hard_memory" and not value):
                 continue
             if key not in merged:
                 merged[key] = value
@@ -86,3 +94,10 @@ def in_force(base: Limits, job_limits: Iterable[dict[str, Any]]) -> Limits:
         return base.updated(merged)
     except ConfigError:  # e.g. a job's hard-memory below the daemon's max-memory: keep the job's pair
         return base.updated({**merged, "hard_memory": 0.0})
+
+
+def default_text(key: str) -> str:
+    """A limit's default as the options' help says it."""
+    if key == "hard_memory":
+        return f"max-memory + {HARD_MEMORY_MARGIN:g}"
+    return f"{getattr(Limits(), key):g}" if key != "on_battery" else Limits().on_battery

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from macgpt.config.job import JobSpec
-from macgpt.data import BUILTIN_TEST, BUILTIN_TRAIN, builtin_path
+from macgpt.data import job_files
 from macgpt.data.sources import Manifest, changed_files, parse, texts_in_range, texts_of, validate
 from macgpt.errors import DataError
 from macgpt.worker import tokencache
@@ -64,8 +64,8 @@ def corpora(spec: JobSpec) -> Corpora:
         if changed:
             raise DataError([*changed, "submit the job again to validate the new content"])
     else:
-        train = validate(list(spec.data) or [builtin_path(BUILTIN_TRAIN)])
-        evals = list(spec.eval_data) or ([] if spec.data else [builtin_path(BUILTIN_TEST)])
+        files, evals = job_files(spec.data, spec.eval_data)
+        train = validate(files)
         ev = validate(evals) if evals else None
     holdout = bool(spec.data) and not spec.eval_data
     return Corpora(train, ev, holdout)

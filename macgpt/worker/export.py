@@ -17,7 +17,7 @@ from macgpt.config.schema import ConfigError, ModelConfig, check_model, from_dic
 from macgpt.fsutil import atomic_write_bytes, atomic_write_text
 from macgpt.model import GPT
 from macgpt.worker.checkpoint import load_file
-from macgpt.worker.offline import Loaded
+from macgpt.worker.modelfile import Loaded
 from macgpt.worker.tokenizer import BPETokenizer
 
 DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}

@@ -4,14 +4,28 @@ before anything real is allocated, so a tiny file cannot make us build a huge mo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from macgpt.ckptformat import CheckpointError
 from macgpt.config.schema import ModelConfig
 from macgpt.model import GPT
+
+if TYPE_CHECKING:
+    from macgpt.worker.tokenizer import BPETokenizer
+
+
+@dataclass
+class Loaded:
+    """A model ready to use, from a checkpoint file or an exported directory."""
+
+    model: GPT
+    tokenizer: BPETokenizer
+    step: int
+    path: Path
 
 
 def _expected(cfg: ModelConfig) -> tuple[dict[str, tuple[tuple[int, ...], torch.dtype]], int]:

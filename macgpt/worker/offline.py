@@ -3,7 +3,6 @@ and evaluate.py). The checkpoint alone rebuilds model and tokenizer."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 from collections.abc import Callable
@@ -14,10 +13,11 @@ import torch
 
 from macgpt.config.schema import ConfigError, stored_model_config
 from macgpt.data.sources import Manifest, texts_of
-from macgpt.model import GPT
 from macgpt.worker import modelfile
 from macgpt.worker.batches import eval_batches, joined, token_stream
 from macgpt.worker.checkpoint import CheckpointError, load_file
+from macgpt.worker.export import load_dir
+from macgpt.worker.modelfile import Loaded
 from macgpt.worker.sampling import SampleParams, SampleResult, sample_text
 from macgpt.worker.tokencache import TokenFile, build, open_tokens
 from macgpt.worker.tokenizer import BPETokenizer
@@ -25,19 +25,9 @@ from macgpt.worker.tokenizer import BPETokenizer
 BYTES_PER_TOKEN_BOUND = 8  # no text averages more UTF-8 bytes per token: a sample this big is enough
 
 
-@dataclasses.dataclass
-class Loaded:
-    model: GPT
-    tokenizer: BPETokenizer
-    step: int
-    path: Path
-
-
 def load_model(path: str | Path) -> Loaded:
     path = Path(path)
     if path.is_dir():  # a directory written by `macgpt export --out`
-        from macgpt.worker.export import load_dir
-
         return load_dir(path)
     state = load_file(path)
     try:

@@ -20,13 +20,16 @@ class PromptError(ValueError):
     pass
 
 
+_D = protocol.SAMPLE_DEFAULTS
+
+
 @dataclass(frozen=True)
 class SampleParams:
-    max_new_tokens: int = 64
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 0.95
-    repetition_penalty: float = 1.1
+    max_new_tokens: int = _D["max_new_tokens"]
+    temperature: float = _D["temperature"]
+    top_k: int = _D["top_k"]
+    top_p: float = _D["top_p"]
+    repetition_penalty: float = _D["repetition_penalty"]
     seed: int = 0
     stop_at_im_end: bool = True
 
