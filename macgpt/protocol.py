@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import msgpack
@@ -56,6 +56,71 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.COMPLETED: frozenset({JobState.QUEUED}),  # `macgpt extend`: train further
     JobState.FAILED: frozenset({JobState.QUEUED}),  # retry
     JobState.CANCELLED: frozenset({JobState.QUEUED}),  # retry
+}
+
+
+# -- how a worker's end becomes a job state -----------------------------------------------------
+class WorkerExit(IntEnum):
+    """A worker process's exit code (``worker/process.py``); any other code is a crash."""
+
+    OK = 0  # completed, or stopped on request after its checkpoint
+    JOB_INVALID = 2  # the job itself is wrong (bad data, incompatible checkpoint): restarting will not help
+    DISK = 3  # a checkpoint could not be written (a full disk): the job waits for the user to free space
+
+
+class Ended(StrEnum):
+    """How a worker process ended, as its runner saw it (``supervisor/runner.py``)."""
+
+    COMPLETED = "completed"  # exit 0 after its "completed" event
+    INVALID = "invalid"  # WorkerExit.JOB_INVALID after a "failed" event that says a retry will not help
+    DISK = "disk"  # WorkerExit.DISK after a "failed" event whose cause is the disk
+    STOPPED = "stopped"  # anything else, once its supervisor asked it to stop or killed it (a StopReason)
+    CRASHED = "crashed"  # anything else
+
+
+class StopReason(StrEnum):
+    """Why a supervisor stops or kills a worker; sent to the worker with the stop command."""
+
+    CANCEL = "cancel"  # the user cancelled the job
+    SHUTDOWN = "daemon stopping"  # the daemon stops; the job continues at its next start
+    INTERRUPT = "interrupted"  # Ctrl+C on `macgpt train`; the same command continues it
+    EVICT = "governor:evict"  # memory stays high: stopped with a checkpoint until memory comes back
+    MEMORY_KILL = "governor:memory-kill"  # memory over the hard limit: killed, restarted smaller
+    HANG = "governor:hang"  # no progress for hang_seconds: killed and restarted, counted as a crash
+    GOVERNOR_FAIL = "governor:failed"  # the governor gave up on the job (too many memory kills)
+
+
+class Outcome(StrEnum):
+    """What a worker's end, or a restart timer, means for its job. Decided in one place,
+    ``supervisor/lifecycle.py``; the daemon makes it a state (``OUTCOME_STATES``), `macgpt train`
+    an exit code (``client/local.py``)."""
+
+    COMPLETED = "completed"  # the worker finished every step and wrote the final model
+    INVALID = "invalid"  # Ended.INVALID: the job cannot run as it is
+    DISK_FULL = "disk_full"  # Ended.DISK: a checkpoint could not be written
+    CANCELLED = "cancelled"  # the user cancelled it (the worker checkpointed first)
+    INTERRUPTED = "interrupted"  # its supervisor stops (daemon stop, Ctrl+C): continues at the next start
+    RESTARTING = "restarting"  # crashed, hung or killed for memory: a new worker after a back-off
+    RESTARTED = "restarted"  # the back-off is over and a new worker starts (not while the user pauses it)
+    WAITING_FOR_MEMORY = "waiting_for_memory"  # evicted: it starts again when memory comes back
+    MEMORY_BACK = "memory_back"  # memory came back for an evicted job
+    GAVE_UP = "gave_up"  # crashed too often without saving progress, or failed by the governor
+    UNEXPECTED = "unexpected"  # stopped for a reason nobody owns: a bug if ever seen
+
+
+# The state each outcome gives the job (the store checks it against TRANSITIONS).
+OUTCOME_STATES: dict[Outcome, JobState] = {
+    Outcome.COMPLETED: JobState.COMPLETED,  # RUNNING -> COMPLETED, with the final model and losses
+    Outcome.INVALID: JobState.FAILED,  # STARTING/RUNNING -> FAILED, the worker's message as error
+    Outcome.DISK_FULL: JobState.PAUSED,  # RUNNING -> PAUSED ("disk: ..."), `macgpt resume` once space is free
+    Outcome.CANCELLED: JobState.CANCELLED,  # any live state -> CANCELLED ("user")
+    Outcome.INTERRUPTED: JobState.QUEUED,  # -> QUEUED at the front: the next daemon resumes it first
+    Outcome.RESTARTING: JobState.STARTING,  # RUNNING -> STARTING ("restarting in Ns ...")
+    Outcome.RESTARTED: JobState.STARTING,  # STARTING -> STARTING ("restart")
+    Outcome.WAITING_FOR_MEMORY: JobState.PAUSED,  # RUNNING -> PAUSED ("memory: ...")
+    Outcome.MEMORY_BACK: JobState.QUEUED,  # PAUSED -> QUEUED at the front
+    Outcome.GAVE_UP: JobState.FAILED,  # -> FAILED ("crashed N times: ..." or the governor's reason)
+    Outcome.UNEXPECTED: JobState.FAILED,  # -> FAILED ("the worker stopped unexpectedly (...)")
 }
 
 

@@ -1,5 +1,5 @@
-"""Issue 11: decisions of a real daemon object in-process (real SQLite, real sockets, real
-governance), driven to the state a review found wrong, without waiting minutes for it."""
+"""Issue 11: decisions of a real daemon object in-process (real SQLite, real sockets, a real job
+supervisor and enforcer), driven to the state a review found wrong, without waiting minutes for it."""
 
 from __future__ import annotations
 
@@ -31,16 +31,16 @@ def daemon(home: Path) -> Iterator[Daemon]:
 
 def test_a_cancelled_job_that_was_evicted_for_memory_never_comes_back(daemon: Daemon) -> None:
     """Item 10: cancel a job waiting for memory (no runner); when memory returns it stays cancelled."""
-    jid = handlers.submit(daemon, {"config": "tiny"}, None)["job"]
-    daemon._transition(jid, JobState.PAUSED, "memory: waiting for memory to come back")
-    daemon.governance.evicted.add(jid)  # what after_exit records for an evicted worker
-    assert handlers.cancel(daemon, {"job": jid}, None)["state"] == "cancelled"
-    gov = daemon.governance
+    jid = handlers.submit(daemon.context, {"config": "tiny"}, None)["job"]
+    daemon.records.transition(jid, JobState.PAUSED, "memory: waiting for memory to come back")
+    gov = daemon.supervisor.enforcer
+    gov.wait_for_memory(jid)  # what the supervisor records for an evicted worker
+    assert handlers.cancel(daemon.context, {"job": jid}, None)["state"] == "cancelled"
     gov.state = dataclasses.replace(gov.state, low_memory_since=gov.clock() - 10 * gov.tuning.hold)
     for _ in range(3):
         daemon._schedule()
-    assert daemon.store.get(jid)["state"] == JobState.CANCELLED
-    assert not daemon.runners
+    assert daemon.store.get(jid).state == JobState.CANCELLED
+    assert not daemon.supervisor.runners
 
 
 def pump(d: Daemon, until, timeout: float) -> None:
@@ -48,7 +48,7 @@ def pump(d: Daemon, until, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if d.channel.sock.poll(50, zmq.POLLIN):
-            d._serve_workers()
+            d.supervisor.serve_channel()
         d.bus.flush()
         if until():
             return
@@ -58,18 +58,18 @@ def pump(d: Daemon, until, timeout: float) -> None:
 def test_a_pause_sent_while_the_job_is_starting_reaches_the_worker(daemon: Daemon) -> None:
     """Item 6: paused while its worker was still starting, the job used to train on while status
     said "paused". Started directly (a busy machine would keep the scheduler waiting)."""
-    jid = handlers.submit(daemon, {"config": "tiny", "overrides": {"vocab_size": 500, "steps": 100000,
-                                                                     "threads": 1, "batch_size": 8}}, None)["job"]
-    daemon._start(jid)
-    runner = daemon.runners[jid]
-    assert daemon.store.get(jid)["state"] == JobState.STARTING and not runner.live.connected
-    assert handlers.pause(daemon, {"job": jid}, None)["state"] == "paused"
+    jid = handlers.submit(daemon.context, {"config": "tiny", "overrides": {"vocab_size": 500, "steps": 100000,
+                                                                             "threads": 1, "batch_size": 8}}, None)["job"]
+    daemon._start(daemon.store.get(jid))
+    runner = daemon.supervisor.runner(jid)
+    assert daemon.store.get(jid).state == JobState.STARTING and not runner.live.connected
+    assert handlers.pause(daemon.context, {"job": jid}, None)["state"] == "paused"
     pump(daemon, lambda: runner.live.paused, timeout=240)
     step = runner.live.step
     end = time.monotonic() + 3
     pump(daemon, lambda: time.monotonic() >= end, timeout=30)  # heartbeats carry its step meanwhile
-    assert runner.live.step == step and daemon.store.get(jid)["state"] == JobState.PAUSED
-    handlers.resume(daemon, {"job": jid}, None)
+    assert runner.live.step == step and daemon.store.get(jid).state == JobState.PAUSED
+    assert handlers.resume(daemon.context, {"job": jid}, None)["state"] == "running"
     pump(daemon, lambda: runner.live.step > step, timeout=120)
 
 
@@ -77,24 +77,25 @@ def test_a_locked_database_at_runtime_neither_stops_nor_blocks_the_daemon(daemon
     """Item 7: another process holds the write lock; state changes wait in order and are written
     once it is released, a request gets 'unavailable', nothing raises out of the loop, no write
     blocks the loop for more than a fraction of a second."""
-    jid = handlers.submit(daemon, {"config": "tiny"}, None)["job"]
+    jid = handlers.submit(daemon.context, {"config": "tiny"}, None)["job"]
+    records = daemon.records
     other = sqlite3.connect(daemon.lay.db, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
         t = time.perf_counter()
-        assert daemon._transition(jid, JobState.PAUSED, "user")
-        daemon._job_event(jid, "metrics", {"step": 3, "loss": 2.5})
-        daemon._transition(jid, JobState.QUEUED, None)
+        assert records.transition(jid, JobState.PAUSED, "user")
+        records.event(jid, "metrics", {"step": 3, "loss": 2.5})
+        records.transition(jid, JobState.QUEUED, None)
         daemon.bus.flush()
         assert time.perf_counter() - t < 2.0  # before: 5 s of busy-wait per write, then the daemon exited
-        assert [p[1] for p in daemon.pending_transitions] == [JobState.PAUSED, JobState.QUEUED]
+        assert [p[1] for p in records.pending] == [JobState.PAUSED, JobState.QUEUED]
         sent: list[bytes] = []
         daemon._send = lambda identity, envelope, payload: sent.append(payload)  # capture the reply
         daemon._handle_frames([b"id", protocol.make_request(1, "submit", {"config": "tiny"})])
         assert protocol.unpack(sent[-1])["error"]["code"] == "unavailable"
-        daemon._retry_transitions()
+        records.retry()
         # the trouble is in `status` (before: only in the daemon's log), JSON and the human header
-        d = handlers.status(daemon, {}, None)["daemon"]
+        d = handlers.status(daemon.context, {}, None)["daemon"]
         assert d["db_errors"] >= 3 and d["db_pending_changes"] == 2 and d["db_unstored_events"] >= 3
         assert "locked" in d["db_last_error"]["message"] and d["db_last_error"]["time"] <= time.time()
         protocol.unpack(protocol.pack(d))  # what the wire carries
@@ -111,17 +112,17 @@ def test_a_locked_database_at_runtime_neither_stops_nor_blocks_the_daemon(daemon
         other.execute("ROLLBACK")
         other.close()
     deadline = time.monotonic() + 5  # writes are tried again after a pause of at most 2 s (StoreBusy)
-    while (daemon.pending_transitions or daemon.bus._buffer) and time.monotonic() < deadline:
-        daemon._retry_transitions()
+    while (records.pending or daemon.bus.unstored) and time.monotonic() < deadline:
+        records.retry()
         daemon.bus.flush()
         time.sleep(0.05)
-    assert not daemon.pending_transitions
-    assert daemon.store.get(jid)["state"] == JobState.QUEUED
+    assert not records.pending
+    assert daemon.store.get(jid).state == JobState.QUEUED
     kinds = [e["kind"] for e in daemon.store.history(jid)]
     assert kinds.count("state") == 3 and "metrics" in kinds  # queued, paused, queued: nothing lost
-    assert daemon.db_errors >= 3
-    d = handlers.status(daemon, {}, None)["daemon"]
-    assert d["db_pending_changes"] == 0 and d["db_unstored_events"] == 0 and d["db_errors"] == daemon.db_errors
+    assert records.errors >= 3
+    d = handlers.status(daemon.context, {}, None)["daemon"]
+    assert d["db_pending_changes"] == 0 and d["db_unstored_events"] == 0 and d["db_errors"] == records.errors
     healthy = {**d, "db_errors": 0, "db_last_error": None}
     assert status_view.database_line(healthy) is None
     assert "database" not in status_view.header_line({"daemon": healthy, "disk_total": 0}, [], 80)
@@ -153,9 +154,9 @@ def test_a_worker_message_missing_a_field_is_dropped_at_the_channel(daemon: Daem
 def test_nothing_is_scheduled_while_state_changes_wait_for_the_database(daemon: Daemon) -> None:
     """Item 7: the queue read from a database that is behind is stale; starting from it could start
     a job twice, so the scheduler waits until the held-back changes are written."""
-    jid = handlers.submit(daemon, {"config": "tiny"}, None)["job"]
-    daemon.pending_transitions.append((jid, JobState.PAUSED, "user", {}))
+    jid = handlers.submit(daemon.context, {"config": "tiny"}, None)["job"]
+    daemon.records.pending.append((jid, JobState.PAUSED, "user", {}))
     daemon._schedule()
-    assert not daemon.runners
-    daemon._retry_transitions()
-    assert daemon.store.get(jid)["state"] == JobState.PAUSED
+    assert not daemon.supervisor.runners
+    daemon.records.retry()
+    assert daemon.store.get(jid).state == JobState.PAUSED

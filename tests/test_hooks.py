@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from macgpt.jobrecord import JobRecord
+from macgpt.protocol import JobState
 from macgpt.supervisor import notify
 
-JOB = {"id": 4, "name": "tiny", "state": "completed", "reason": None, "loss": 3.25, "eval_loss": 6.5, "step": 200,
-       "final_model": str(Path("jobs", "000004", "final_model.pt")),
-       "checkpoint": str(Path("jobs", "000004", "ckpt-00000200.pt"))}
+JOB = JobRecord(id=4, name="tiny", config="tiny", state=JobState.COMPLETED, reason=None, queue_order=1.0, created=1.0,
+                updated=2.0, started=1.0, finished=2.0, step=200, max_steps=200, loss=3.25, eval_loss=6.5,
+                checkpoint=str(Path("jobs", "000004", "ckpt-00000200.pt")), checkpoint_step=200, checkpoint_time=2.0,
+                final_model=str(Path("jobs", "000004", "final_model.pt")), error=None, warning=None, restarts=0,
+                stored={})
 
 
 def test_the_notifier_is_osascript_on_macos_notify_send_elsewhere_and_nothing_without_one() -> None:
@@ -29,16 +33,16 @@ def test_message_and_environment_of_a_finished_job(tmp_path: Path) -> None:
     assert notify.message(JOB) == ("macgpt: job 4 (tiny) completed", "loss 3.2500 at step 200")
     env = notify.finish_env(JOB, tmp_path)
     assert env["MACGPT_JOB_ID"] == "4" and env["MACGPT_JOB_STATE"] == "completed" and env["MACGPT_FINAL_LOSS"] == "3.25"
-    assert env["MACGPT_MODEL_PATH"] == JOB["final_model"] and env["MACGPT_JOB_REASON"] == ""
-    failed = {**JOB, "state": "failed", "final_model": None, "loss": None, "reason": "out of memory"}
-    assert notify.finish_env(failed, tmp_path)["MACGPT_MODEL_PATH"] == JOB["checkpoint"]
+    assert env["MACGPT_MODEL_PATH"] == JOB.final_model and env["MACGPT_JOB_REASON"] == ""
+    failed = dataclasses.replace(JOB, state=JobState.FAILED, final_model=None, loss=None, reason="out of memory")
+    assert notify.finish_env(failed, tmp_path)["MACGPT_MODEL_PATH"] == JOB.checkpoint
     assert notify.message(failed)[1] == "step 200; out of memory"
 
 
 def test_a_hook_that_cannot_start_is_logged_not_raised(tmp_path: Path) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
-    notify.job_finished({**JOB, "spec": json.dumps({"hooks": {"on_finish": "true"}})}, blocked / "job", "linux")
+    notify.job_finished(dataclasses.replace(JOB, stored={"hooks": {"on_finish": "true"}}), blocked / "job", "linux")
 
 
 @pytest.mark.parametrize("hooks", [{"notify": 1}, {"on_finish": 5}, {"on_finish": " "}, {"x": 1}, []])

@@ -33,7 +33,7 @@ def _job_in(store: JobStore, state: JobState) -> int:
         frontier = nxt
     for step in paths[state]:
         store.transition(job, step)
-    assert store.get(job)["state"] == state
+    assert store.get(job).state == state
     return job
 
 
@@ -44,12 +44,12 @@ def test_every_allowed_transition_is_taken_and_every_other_refused(store: JobSto
         if new == old or new in TRANSITIONS[old]:
             assert store.transition(job, new, reason="test") == old
             row = store.get(job)
-            assert row["state"] == new and row["reason"] == "test"
-            assert (row["finished"] is not None) == (new in FINISHED)
+            assert row.state == new and row.reason == "test"
+            assert (row.finished is not None) == (new in FINISHED)
         else:
             with pytest.raises(TransitionError, match=f"job {job} is {old}; it cannot become {new}"):
                 store.transition(job, new)
-            assert store.get(job)["state"] == old  # a refused change writes nothing
+            assert store.get(job).state == old  # a refused change writes nothing
 
 
 def test_unknown_fields_and_jobs_are_refused(store: JobStore) -> None:
@@ -62,16 +62,16 @@ def test_unknown_fields_and_jobs_are_refused(store: JobStore) -> None:
         store.transition(job + 1, JobState.STARTING)
     store.update(job, step=7, loss=3.5)
     row = store.get(job)
-    assert (row["step"], row["loss"], row["state"]) == (7, 3.5, JobState.QUEUED)
+    assert (row.step, row.loss, row.state) == (7, 3.5, JobState.QUEUED)
 
 
 def test_queue_order_and_state_queries(store: JobStore) -> None:
     a, b, c = (store.create(n, "tiny", {}, 10) for n in "abc")
     store.transition(c, JobState.QUEUED, queue_order=0.0)  # moved to the front
-    assert [j["id"] for j in store.queued()] == [c, a, b]
+    assert [j.id for j in store.queued()] == [c, a, b]
     store.transition(a, JobState.STARTING)
-    assert [j["id"] for j in store.in_states([JobState.STARTING])] == [a]
-    assert store.latest_id() == c and [j["id"] for j in store.jobs()] == [c, b, a]
+    assert [j.id for j in store.in_states([JobState.STARTING])] == [a]
+    assert store.latest_id() == c and [j.id for j in store.jobs()] == [c, b, a]
 
 
 def test_events_are_numbered_per_job_and_survive_reopening(tmp_path: Path) -> None:
@@ -133,5 +133,5 @@ def test_under_another_programs_lock_a_write_waits_once_then_fails_at_once_until
     other.close()
     time.sleep(0.15)  # the first pause is 0.1 s
     store.update(jid, step=3)
-    assert store.get(jid)["step"] == 3
+    assert store.get(jid).step == 3
     store.close()

@@ -107,7 +107,7 @@ def logs(home: str | None, job: int | None, follow: bool, as_json: bool) -> int:
     except DaemonNotRunning:
         if follow:
             raise
-        events = offline(home, lambda book: book.history(book.get(job)["id"]))
+        events = offline(home, lambda book: book.history(book.get(job).id))
     for ev in events:
         _print_event(ev, as_json)
     _sparklines(home, [job], as_json)

@@ -8,8 +8,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -20,6 +21,7 @@ from macgpt.client.units import fmt_bytes
 from macgpt.config.estimate import estimate
 from macgpt.config.job import JobSpec
 from macgpt.paths import Layout
+from macgpt.protocol import Outcome
 
 RUN_FILES = ("ckpt-*.pt", "ckpt-*.pt.damaged", "final_model.pt", "tokenizer.json", "events.jsonl", "worker.log",
              "metrics.jsonl")
@@ -34,6 +36,16 @@ def train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bo
         return _train(spec, lay, out, fresh, as_json)
     finally:
         os.umask(old_umask)
+
+
+# What the end of a `macgpt train` run is called in its summary, and its exit code.
+TRAIN_RESULTS: dict[Outcome, tuple[str, int]] = {
+    Outcome.COMPLETED: ("completed", Exit.OK),
+    Outcome.INTERRUPTED: ("stopped", Exit.INTERRUPTED),  # Ctrl+C: the same command continues it
+    Outcome.INVALID: ("invalid", Exit.USAGE),
+    Outcome.DISK_FULL: ("disk", Exit.FAILURE),  # a checkpoint could not be written
+    Outcome.GAVE_UP: ("failed", Exit.FAILURE),
+}
 
 
 def _train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: bool) -> int:
@@ -54,9 +66,24 @@ def _train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: b
             for p in job_dir.glob(pattern):
                 p.unlink()
     t0 = time.monotonic()
-    events = open(job_dir / "events.jsonl", "a", encoding="utf-8")
     if not as_json:
         train_view.header(spec, job_dir)
+    argv_env = os.environ.get("MACGPT_WORKER_ARGV")  # tests run deliberately misbehaving workers
+    with open(job_dir / "events.jsonl", "a", encoding="utf-8") as events:
+        result = foreground.run(spec, job_dir, lay, _event_printer(events, job_dir, as_json),
+                                argv=json.loads(argv_env) if argv_env else None)
+    name, code = TRAIN_RESULTS.get(result.outcome, ("failed", Exit.FAILURE))
+    summary = _summary(spec, result, name, job_dir, time.monotonic() - t0)
+    if as_json:
+        print(json.dumps({"event": "summary", **summary}, ensure_ascii=False), flush=True)
+    else:
+        train_view.footer(summary)
+    return code
+
+
+def _event_printer(events: IO[str], job_dir: Path, as_json: bool) -> Callable[[str, dict[str, Any]], None]:
+    """Each event of the run: a JSON line in events.jsonl, governor decisions in the metrics file,
+    then a line on the terminal (or the JSON line, with --json)."""
 
     def on_event(kind: str, data: dict[str, Any]) -> None:
         line = render.json_line(kind, data)
@@ -71,34 +98,21 @@ def _train(spec: JobSpec, lay: Layout, out: Path | None, fresh: bool, as_json: b
             if text:
                 click.echo(text)
 
-    argv_env = os.environ.get("MACGPT_WORKER_ARGV")  # tests run deliberately misbehaving workers
-    try:
-        outcome = foreground.run(spec, job_dir, lay, on_event, argv=json.loads(argv_env) if argv_env else None)
-    finally:
-        events.close()
-    live = outcome.live
-    wall = time.monotonic() - t0
+    return on_event
+
+
+def _summary(spec: JobSpec, result: Any, name: str, job_dir: Path, wall: float) -> dict[str, Any]:
+    live = result.live
     final = live.final or {}
-    summary = {
-        "result": outcome.result, "job_dir": str(job_dir), "final_model": final.get("final_model"),
+    return {
+        "result": name, "job_dir": str(job_dir), "final_model": final.get("final_model"),
         "steps": live.step, "train_loss": final.get("train_loss", live.loss),
         "eval_loss": final.get("eval_loss", live.eval_loss), "perplexity": final.get("perplexity"),
         "wall_seconds": round(wall, 3), "train_seconds": final.get("train_seconds"),
-        "peak_rss": final.get("peak_rss", live.peak_rss), "restarts": outcome.restarts,
+        "peak_rss": final.get("peak_rss", live.peak_rss), "restarts": result.restarts,
         "estimated_training_bytes": estimate(spec.model, spec.train.batch_size).training_bytes,
-        "error": (live.failure or {}).get("message"),
+        "error": result.error or (live.failure or {}).get("message"),
     }
-    if as_json:
-        print(json.dumps({"event": "summary", **summary}, ensure_ascii=False), flush=True)
-    else:
-        train_view.footer(summary)
-    if outcome.result == "completed":
-        return Exit.OK
-    if outcome.result == "stopped":
-        return Exit.INTERRUPTED
-    if outcome.result == "invalid":
-        return Exit.USAGE
-    return Exit.FAILURE  # failed, or "disk": a checkpoint could not be written
 
 
 def configs(as_json: bool, max_memory: float) -> int:

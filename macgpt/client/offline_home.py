@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from typing import Any
 
 from macgpt.client.connection import RemoteError
 from macgpt.jobfiles import best_checkpoint, no_checkpoint_message
+from macgpt.jobrecord import JobRecord
 from macgpt.paths import Layout
 
 OFFLINE_NOTE = "(daemon not running: read from {home} directly; states are as the daemon last left them)"
 OFFLINE_NOTE_ZH = "（守护进程未运行：直接读取 {home}；状态是守护进程最后留下的）"
-VIEW_FIELDS = ("id", "name", "config", "state", "reason", "step", "max_steps", "loss", "eval_loss", "checkpoint",
-               "checkpoint_step", "checkpoint_time", "final_model", "error", "warning", "restarts", "created",
-               "started", "finished")
-LIVE_FIELDS = ("pid", "threads", "batch_size", "micro_batch", "steps_per_s", "tokens_per_s", "cpu_percent", "rss",
-               "governor")
 
 
 class OfflineHome:
@@ -35,12 +30,12 @@ class OfflineHome:
         if self.db is not None:
             self.db.close()
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[JobRecord]:
         if self.db is None:
             return []
-        return [dict(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT 1000")]
+        return [JobRecord.from_row(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT 1000")]
 
-    def get(self, job_id: int | None) -> dict[str, Any]:
+    def get(self, job_id: int | None) -> JobRecord:
         """One job row; the most recent when ``job_id`` is None; RemoteError(not_found) as the daemon says it."""
         rows = self.rows()
         if not rows and job_id is None:
@@ -48,7 +43,7 @@ class OfflineHome:
         if job_id is None:
             return rows[0]  # there is one: the most recent
         for r in rows:
-            if r["id"] == job_id:
+            if r.id == job_id:
                 return r
         raise RemoteError("not_found", f"job {job_id} does not exist")
 
@@ -62,32 +57,19 @@ class OfflineHome:
     def status(self, job_id: int | None) -> dict[str, Any]:
         """The shape of the daemon's `status` answer, with no live numbers and ``daemon.running`` false."""
         jobs = [self.get(job_id)] if job_id else self.rows()
-        return {"jobs": [offline_view(j) for j in jobs],
+        return {"jobs": [j.view() for j in jobs],
                 "daemon": {"running": False, "pid": None, "home": str(self.lay.home), "limits": self._limits()}}
 
     def sample_source(self, job_id: int | None) -> dict[str, Any]:
         """Where `sample --job` reads from with the daemon down, as the daemon's answer says it."""
         job = self.get(job_id)
-        path = best_checkpoint(self.lay.job_dir(job["id"]), job["state"])
+        path = best_checkpoint(self.lay.job_dir(job.id), job.state)
         if path is None:
-            raise RemoteError("not_found", no_checkpoint_message(job["id"], job["state"]))
-        return {"source": "checkpoint", "path": str(path), "job": job["id"], "state": job["state"]}
+            raise RemoteError("not_found", no_checkpoint_message(job.id, job.state))
+        return {"source": "checkpoint", "path": str(path), "job": job.id, "state": str(job.state)}
 
     def _limits(self) -> dict[str, Any] | None:
         try:
             return json.loads((self.lay.home / "limits.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-
-
-def offline_view(job: dict[str, Any]) -> dict[str, Any]:
-    """A stored job row in the fields `status --json` has (live ones None)."""
-    view = {k: job.get(k) for k in VIEW_FIELDS}
-    view["checkpoint_age"] = time.time() - job["checkpoint_time"] if job.get("checkpoint_time") else None
-    view.update(dict.fromkeys(LIVE_FIELDS))
-    try:
-        view["limits"] = json.loads(job["spec"]).get("limits")
-    except (KeyError, TypeError, ValueError):
-        view["limits"] = None
-    return view
-

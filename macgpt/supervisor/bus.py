@@ -62,3 +62,7 @@ class EventBus:
                     log.error("events_not_stored", error=str(e), buffered=len(self._buffer))
                 return
             self._buffer = []
+
+    def forget(self, job: int) -> None:
+        """A removed job: drop its event numbering."""
+        self._seq.pop(job, None)

@@ -1,8 +1,9 @@
 """``macgpt train``: one job supervised in the foreground, without the daemon.
 
-The same worker process and the same supervision as under the daemon (priority, governor,
-restarts), with events handed to a callback instead of the database. Ctrl+C asks the worker to
-checkpoint and exit; a second Ctrl+C sends SIGTERM, a third SIGKILL.
+The same job supervisor as under the daemon (``lifecycle.py``: priority, governor, restarts), with
+events handed to a callback instead of the database; this module only runs its loop and returns
+the final verdict. Ctrl+C asks the worker to checkpoint and exit; a second Ctrl+C sends SIGTERM, a
+third SIGKILL.
 """
 
 from __future__ import annotations
@@ -19,20 +20,25 @@ import zmq
 
 from macgpt.config.job import JobSpec
 from macgpt.paths import Layout
+from macgpt.protocol import Outcome, StopReason
 from macgpt.supervisor.channel import WorkerChannel
-from macgpt.supervisor.governance import Governance
-from macgpt.supervisor.runner import JobRunner, Live
+from macgpt.supervisor.lifecycle import JobSupervisor, Verdict
+from macgpt.supervisor.runner import Live
 from macgpt.supervisor.workers import FrozenRegistry
 
 OnEvent = Callable[[str, dict[str, Any]], None]
+JOB = 0  # the one job of a foreground run
+IDLE_POLL_MS = 250
+GOING_ON = frozenset({Outcome.RESTARTING, Outcome.RESTARTED, Outcome.WAITING_FOR_MEMORY})
 
 
 @dataclass
-class Outcome:
-    result: str  # completed | stopped | invalid | failed
+class TrainResult:
+    outcome: Outcome
     live: Live
     restarts: int
     seconds: float
+    error: str | None = None  # the verdict's error (a give-up's reason, an invalid job's message)
 
 
 def run(
@@ -42,73 +48,29 @@ def run(
     on_event: OnEvent,
     priority: str = "idle",
     argv: list[str] | None = None,
-) -> Outcome:
+) -> TrainResult:
     t0 = time.monotonic()
-    job_dir.mkdir(parents=True, exist_ok=True)
-    spec.save(job_dir / "job.json")
-    ctx = zmq.Context.instance()
     sock_path = lay.runtime / f"fg-{os.getpid()}.sock"
-    channel = WorkerChannel(ctx, f"ipc://{sock_path}")
+    channel = WorkerChannel(zmq.Context.instance(), f"ipc://{sock_path}")
     frozen = FrozenRegistry(lay.runtime / f"fg-{os.getpid()}-stopped.json")
     frozen.guard()
-    runner = JobRunner(0, job_dir, channel, on_event, frozen, lay.tokenizer_cache, priority, argv, spec=spec)
-    governance = Governance(spec.limits, on_event)
+    sv = JobSupervisor(channel, frozen, spec.limits, lambda _job, kind, data: on_event(kind, data), on_event,
+                       cache_dir=lay.tokenizer_cache, argv=argv, priority=priority)
     interrupts: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
         interrupts.append(signum)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    poller = zmq.Poller()
-    poller.register(channel.sock, zmq.POLLIN)
-    handled = 0
-    restart_at: float | None = None
-    waiting_for_memory = False
     try:
-        runner.start()
-        while True:
-            if poller.poll(governance.wait_ms()):
-                for ident, msg in channel.receive():
-                    runner.on_event(ident, msg)
-            if len(interrupts) > handled:
-                handled = len(interrupts)
-                if restart_at is not None:  # nothing runs: just leave
-                    return Outcome("stopped", runner.live, governance.restarts, time.monotonic() - t0)
-                if handled == 1:
-                    on_event("interrupt", {"message": "stopping: saving a checkpoint (Ctrl+C again to force)"})
-                    runner.stop("interrupted")
-                elif handled == 2:
-                    runner.worker.terminate()
-                else:
-                    runner.worker.kill()
-            if restart_at is not None:
-                if time.monotonic() >= restart_at and (not waiting_for_memory or governance.memory_back(runner.job_id)):
-                    restart_at = None
-                    runner.start()
-                else:
-                    governance.tick([])  # keep reading the machine while nothing runs
-                continue
-            governance.tick([runner])
-            if runner.worker.poll() is not None:
-                _drain(channel, poller, runner)
-            ended = runner.tick()  # reaps an exited worker, escalates an ignored stop
-            if ended is not None:
-                decision = governance.after_exit(runner, ended)
-                if decision.kind in ("restart", "wait"):
-                    waiting_for_memory = decision.kind == "wait"
-                    if waiting_for_memory:
-                        on_event("governor", {"state": "memory", "message": "waiting for memory to come back"})
-                    restart_at = time.monotonic() + decision.delay
-                    continue
-                if decision.kind == "fail":
-                    runner.live.failure = {"message": decision.reason}
-                    return Outcome("failed", runner.live, governance.restarts, time.monotonic() - t0)
-                result = "failed" if ended == "crashed" else ended
-                return Outcome(result, runner.live, governance.restarts, time.monotonic() - t0)
+        sv.start(JOB, spec, job_dir)
+        verdict = _supervise(sv, spec, job_dir, on_event, interrupts)
+        return TrainResult(verdict.outcome, verdict.live or Live(), sv.restarts, time.monotonic() - t0, verdict.error)
     finally:
-        if runner.worker.alive():
-            runner.worker.shutdown(grace=30.0)
-        governance.close()
+        for runner in sv.runners.values():
+            if runner.worker.alive():
+                runner.worker.shutdown(grace=30.0)
+        sv.close()
         for s, h in old.items():
             signal.signal(s, h)
         channel.close()
@@ -117,9 +79,28 @@ def run(
             frozen.path.unlink(missing_ok=True)
 
 
-def _drain(channel: WorkerChannel, poller: zmq.Poller, runner: JobRunner) -> None:
-    """Read what an exited worker sent before it went (its socket lingers to deliver)."""
-    deadline = time.monotonic() + 0.5
-    while time.monotonic() < deadline and poller.poll(50):
-        for ident, msg in channel.receive():
-            runner.on_event(ident, msg)
+def _supervise(sv: JobSupervisor, spec: JobSpec, job_dir: Path, on_event: OnEvent, interrupts: list[int]) -> Verdict:
+    """The loop: worker messages, Ctrl+C, the supervisor's turn, until a verdict ends the run."""
+    poller = zmq.Poller()
+    poller.register(sv.channel.sock, zmq.POLLIN)
+    handled, last = 0, Live()
+    while True:
+        if poller.poll(sv.wait_ms(IDLE_POLL_MS)):
+            sv.serve_channel()
+        if len(interrupts) > handled:
+            handled = len(interrupts)
+            if not sv.runners:  # waiting for memory: nothing runs, just leave
+                return Verdict(JOB, Outcome.INTERRUPTED, live=last)
+            if handled == 1:
+                on_event("interrupt", {"message": "stopping: saving a checkpoint (Ctrl+C again to force)"})
+                sv.stop_all(StopReason.INTERRUPT)
+            else:
+                sv.signal_all(kill=handled > 2)
+        for verdict in sv.tick():
+            last = verdict.live or last
+            if verdict.outcome not in GOING_ON:
+                return verdict
+            if verdict.outcome is Outcome.WAITING_FOR_MEMORY:
+                on_event("governor", {"state": "memory", "message": "waiting for memory to come back"})
+        if JOB in sv.memory_back():
+            sv.start(JOB, spec, job_dir)

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from macgpt.jobrecord import JobRecord
 from macgpt.log import get
 
 log = get("macgpt.notify")
@@ -33,21 +34,21 @@ def check_hooks(hooks: Any) -> dict[str, Any]:
     return {"notify": notify, "on_finish": command}
 
 
-def finish_env(job: dict[str, Any], job_dir: Path) -> dict[str, str]:
+def finish_env(job: JobRecord, job_dir: Path) -> dict[str, str]:
     """The environment of an ``--on-finish`` command."""
     def s(v: Any) -> str:
         return "" if v is None else str(v)
 
-    return {"MACGPT_JOB_ID": s(job["id"]), "MACGPT_JOB_NAME": s(job.get("name")), "MACGPT_JOB_STATE": s(job["state"]),
-            "MACGPT_JOB_REASON": s(job.get("reason")), "MACGPT_FINAL_LOSS": s(job.get("loss")),
-            "MACGPT_EVAL_LOSS": s(job.get("eval_loss")), "MACGPT_STEP": s(job.get("step")),
-            "MACGPT_MODEL_PATH": s(job.get("final_model") or job.get("checkpoint")), "MACGPT_JOB_DIR": str(job_dir)}
+    return {"MACGPT_JOB_ID": s(job.id), "MACGPT_JOB_NAME": s(job.name), "MACGPT_JOB_STATE": s(job.state),
+            "MACGPT_JOB_REASON": s(job.reason), "MACGPT_FINAL_LOSS": s(job.loss),
+            "MACGPT_EVAL_LOSS": s(job.eval_loss), "MACGPT_STEP": s(job.step),
+            "MACGPT_MODEL_PATH": s(job.final_model or job.checkpoint), "MACGPT_JOB_DIR": str(job_dir)}
 
 
-def message(job: dict[str, Any]) -> tuple[str, str]:
-    title = f"macgpt: job {job['id']} ({job.get('name')}) {job['state']}"
-    loss = f"loss {job['loss']:.4f} at step {job.get('step')}" if job.get("loss") is not None else f"step {job.get('step')}"
-    why = f"; {job['reason']}" if job.get("reason") else ""
+def message(job: JobRecord) -> tuple[str, str]:
+    title = f"macgpt: job {job.id} ({job.name}) {job.state}"
+    loss = f"loss {job.loss:.4f} at step {job.step}" if job.loss is not None else f"step {job.step}"
+    why = f"; {job.reason}" if job.reason else ""
     return title, (loss + why)[:300]
 
 
@@ -71,12 +72,12 @@ def reap() -> None:
     _children[:] = [p for p in _children if p.poll() is None]
 
 
-def job_finished(job: dict[str, Any], job_dir: Path, platform: str) -> None:
+def job_finished(job: JobRecord, job_dir: Path, platform: str) -> None:
     """Start the job's hooks; a hook that cannot start is logged, never raised into the daemon."""
     reap()
     try:
         job_dir.mkdir(parents=True, exist_ok=True)  # a job cancelled in the queue never had one
-        hooks = json.loads(job.get("spec") or "{}").get("hooks") or {}
+        hooks = job.hooks
         if hooks.get("notify"):
             cmd = notifier(platform, *message(job))
             if cmd:
@@ -84,6 +85,6 @@ def job_finished(job: dict[str, Any], job_dir: Path, platform: str) -> None:
         if hooks.get("on_finish"):
             env = {**os.environ, **finish_env(job, job_dir)}
             _spawn(["/bin/sh", "-c", hooks["on_finish"]], env, job_dir / "on_finish.log")
-            log.info("on_finish_started", job=job["id"], command=hooks["on_finish"][:200])
+            log.info("on_finish_started", job=job.id, command=hooks["on_finish"][:200])
     except (OSError, ValueError, TypeError) as e:
-        log.warning("finish_hook_failed", job=job.get("id"), error=str(e))
+        log.warning("finish_hook_failed", job=job.id, error=str(e))

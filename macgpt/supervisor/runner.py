@@ -1,8 +1,9 @@
 """One job's worker under supervision: start it, track what it reports, send it commands, stop it,
-and tell the owner (daemon or foreground run) how it ended.
+and say how it ended (``protocol.Ended``).
 
-The owner calls ``on_event`` for each channel message and ``tick`` regularly; ``tick`` reaps the
-process and escalates a stop that the worker does not honour (message, then SIGTERM, then SIGKILL).
+The job supervisor (``lifecycle.py``) calls ``on_event`` for each channel message and ``tick``
+regularly; ``tick`` reaps the process and escalates a stop that the worker does not honour
+(message, then SIGTERM, then SIGKILL). What the end means for the job is the supervisor's call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from macgpt.config.estimate import RUNTIME_BYTES, estimate
 from macgpt.config.job import JobSpec
-from macgpt.protocol import WORKER_PROGRESS_EVENTS
+from macgpt.protocol import WORKER_PROGRESS_EVENTS, Ended, StopReason, WorkerExit
 from macgpt.supervisor import launch
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.workers import FrozenRegistry, WorkerProcess
@@ -73,6 +74,7 @@ class JobRunner:
         spec: JobSpec | None = None,
     ) -> None:
         self.job_id = job_id
+        self.spec = spec
         self.own_limits = dict(spec.own_limits) if spec else {}  # what this job set at submit
         self.spec_batch = spec.train.batch_size if spec else 1
         self.spec_threads = spec.train.threads if spec else 0  # > 0: pinned by the user, never raised
@@ -87,7 +89,7 @@ class JobRunner:
                                     *launch.for_spec(spec))
         self.live = Live()
         self.pending: dict[int, tuple[ReplyCallback, ReplyCallback | None]] = {}
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
         self._stop_at: float | None = None
         self._signalled = 0
         self.exit_code: int | None = None
@@ -100,8 +102,9 @@ class JobRunner:
         self.live.pid = self.worker.pid
         self.emit("spawned", {"pid": self.worker.pid})
 
-    def stop(self, reason: str) -> None:
-        """Ask the worker to checkpoint and exit; escalated by ``tick`` if it does not."""
+    def stop(self, reason: StopReason) -> None:
+        """Ask the worker to checkpoint and exit; escalated by ``tick`` if it does not. The first
+        reason given is the one that counts."""
         if self.stop_reason is None:
             self.stop_reason = reason
             self._stop_at = self.clock()
@@ -109,17 +112,16 @@ class JobRunner:
             # Before training starts there is nothing to checkpoint and nobody reads commands:
             # a signal ends the preparation at once instead of after the message grace.
             if (not self.live.connected or self.live.phase != "training"
-                    or self.request("stop", {"reason": reason}) is None):
+                    or self.request("stop", {"reason": str(reason)}) is None):
                 self.worker.terminate()
                 self._signalled = 1
 
-    def kill(self, reason: str) -> None:
+    def kill(self, reason: StopReason) -> None:
         self.stop_reason = self.stop_reason or reason
         self.worker.kill()
 
-    def tick(self) -> str | None:
-        """Reap the worker; returns how it ended ('completed', 'stopped', 'invalid', 'disk',
-        'crashed') once it has exited, else None."""
+    def tick(self) -> Ended | None:
+        """Reap the worker: how it ended once it has exited, else None."""
         code = self.worker.poll()
         if code is None:
             self._escalate()
@@ -129,15 +131,16 @@ class JobRunner:
         for callback, _ in self.pending.values():
             callback({"ok": False, "error": "the worker exited before answering"})
         self.pending.clear()
-        if self.live.final is not None and code == 0:
-            return "completed"
-        if code == 2 and self.live.failure and not self.live.failure.get("retry", True):
-            return "invalid"
-        if code == 3 and self.live.failure and self.live.failure.get("cause") == "disk":
-            return "disk"
+        failure = self.live.failure or {}
+        if self.live.final is not None and code == WorkerExit.OK:
+            return Ended.COMPLETED
+        if code == WorkerExit.JOB_INVALID and failure and not failure.get("retry", True):
+            return Ended.INVALID
+        if code == WorkerExit.DISK and failure.get("cause") == "disk":
+            return Ended.DISK
         if self.stop_reason is not None:
-            return "stopped"
-        return "crashed"
+            return Ended.STOPPED
+        return Ended.CRASHED
 
     def _escalate(self) -> None:
         if self._stop_at is None:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from macgpt.jobrecord import JobRecord
 from macgpt.protocol import FINISHED, TRANSITIONS, JobState
 
 SCHEMA_VERSION = 2  # 2: job_after (a v1 database gains the table at the first open)
@@ -181,29 +182,29 @@ class JobStore:
             )
             return int(cur.lastrowid or 0)
 
-    def get(self, job_id: int) -> dict[str, Any] | None:
+    def get(self, job_id: int) -> JobRecord | None:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return dict(row) if row else None
+        return JobRecord.from_row(row) if row else None
 
-    def jobs(self, limit: int = 1000) -> list[dict[str, Any]]:
+    def jobs(self, limit: int = 1000) -> list[JobRecord]:
         rows = self.db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in rows]
+        return [JobRecord.from_row(r) for r in rows]
 
     def latest_id(self) -> int | None:
         row = self.db.execute("SELECT MAX(id) FROM jobs").fetchone()
         return row[0]
 
-    def queued(self) -> list[dict[str, Any]]:
+    def queued(self) -> list[JobRecord]:
         rows = self.db.execute(
             "SELECT * FROM jobs WHERE state = ? ORDER BY queue_order, id", (JobState.QUEUED,)
         ).fetchall()
-        return [dict(r) for r in rows]
+        return [JobRecord.from_row(r) for r in rows]
 
-    def in_states(self, states: Iterable[JobState]) -> list[dict[str, Any]]:
+    def in_states(self, states: Iterable[JobState]) -> list[JobRecord]:
         states = list(states)
         marks = ",".join("?" * len(states))
         rows = self.db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", states).fetchall()
-        return [dict(r) for r in rows]
+        return [JobRecord.from_row(r) for r in rows]
 
     def transition(self, job_id: int, new: JobState, reason: str | None = None, **fields: Any) -> JobState:
         """Move a job to ``new`` if the transition table allows it; returns the old state."""
@@ -279,7 +280,7 @@ class JobStore:
         return [r[0] for r in self.db.execute("SELECT after FROM job_after WHERE job = ? ORDER BY after", (job_id,))]
 
     def set_steps(self, job_id: int, spec: dict[str, Any], max_steps: int) -> None:
-        """A finished job's spec with a new step total (`macgpt extend`)."""
+        """A finished job's stored spec with a new step total (`macgpt extend`)."""
         with self.tx() as db:
             db.execute("UPDATE jobs SET spec = ?, max_steps = ?, updated = ? WHERE id = ?",
                        (json.dumps(spec, ensure_ascii=False), max_steps, time.time(), job_id))

@@ -9,9 +9,8 @@ Under torchrun (a job with ``nproc``/``nnodes`` above 1) every rank runs this; t
 speaks for its machine (``distributed.py``), and without ``--endpoint`` (a torchrun line run by
 hand) it prints its events as JSON lines instead.
 
-Exit codes: 0 completed or stopped on request, 2 the job itself is invalid (bad data,
-incompatible checkpoint: restarting will not help), 3 a checkpoint could not be written (a full
-disk: restarting will not help until space is freed), anything else a crash.
+Exit codes: ``protocol.WorkerExit`` (0 completed or stopped on request, 2 the job itself is
+invalid, 3 a checkpoint could not be written); anything else is a crash.
 """
 
 from __future__ import annotations
@@ -25,9 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_JOB_INVALID = 2
-EXIT_DISK = 3  # a checkpoint could not be written: the job waits for the user to free space
+from macgpt.protocol import WorkerExit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +74,7 @@ def _run(args: argparse.Namespace, link: Any, t0: float, loop_ref: list[Any]) ->
         spec = JobSpec.load(args.job_dir / "job.json")
     except (OSError, ValueError, KeyError, ConfigError) as e:
         link.send("failed", message=f"{args.job_dir / 'job.json'}: {e}", retry=False)
-        return EXIT_JOB_INVALID
+        return WorkerExit.JOB_INVALID
     from macgpt.worker.progress import watching_imports
 
     with watching_imports(link.send):  # seconds on a busy machine: reported, so never taken for a hang
@@ -98,19 +95,19 @@ def _run(args: argparse.Namespace, link: Any, t0: float, loop_ref: list[Any]) ->
         trainer = prepare_ranks(spec, args, note, emit)
     except (DataError, DataTooShort, ResumeError, ConfigError, ValueError) as e:
         link.send("failed", message=str(e), retry=False)
-        return EXIT_JOB_INVALID
+        return WorkerExit.JOB_INVALID
     loop = TrainingLoop(trainer, args.job_dir, link)
     loop_ref.append(loop)
     try:
         loop.run()
     except CheckpointWriteError as e:
         link.send("failed", message=str(e), retry=False, cause="disk")
-        return EXIT_DISK
+        return WorkerExit.DISK
     except Exception as e:
         link.send("failed", message=f"{type(e).__name__}: {e}", retry=True,
                   traceback=traceback.format_exc()[-4000:])
         raise
-    return EXIT_OK
+    return WorkerExit.OK
 
 
 def prepare_ranks(spec: Any, args: argparse.Namespace, note: Any, emit: Any) -> Any:

@@ -1,10 +1,11 @@
-"""The governor applied to live workers: readings in, policy decisions out, effects on processes.
+"""The enforcer: the governor's policy applied to live workers (readings in, decisions out,
+effects on processes).
 
 A thin loop around the pure ``governor.decide``: it reads the machine (``Monitor``) about four
 times a second, keeps the per-job state in step with what the workers report, and turns each
-action into a command over the worker channel, a duty cycle, or a signal. It also decides what
-happens when a worker exits (restart with back-off, wait for memory, give up). Owned by the
-daemon and by the foreground run alike.
+action into a command over the worker channel, a duty cycle, or a signal. It remembers what the
+lifecycle must know when a worker it acted on exits: the jobs it failed, and those it evicted
+until memory comes back. Owned by the job supervisor (``lifecycle.py``).
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from macgpt.ckptformat import checkpoint_files
 from macgpt.config.limits import Limits, in_force
 from macgpt.priority import lower
+from macgpt.protocol import StopReason
 from macgpt.supervisor import governor as g
 from macgpt.supervisor.cpuquota import Quotas, open_root
 from macgpt.supervisor.dutycycle import DutyCycler
 from macgpt.supervisor.monitor import Monitor, Readings, own_cpu_seconds
-from macgpt.supervisor.restarts import RestartPolicy, next_restart
 from macgpt.supervisor.runner import JobRunner
 
 Emit = Callable[[str, dict[str, Any]], None]
@@ -31,24 +30,12 @@ READING_INTERVAL = 0.25
 PRIORITY_EVERY = 2.0  # seconds between re-applying idle priority to every worker thread and child
 
 
-@dataclass(frozen=True)
-class ExitDecision:
-    """What to do after a worker exited: 'restart' after ``delay``, 'wait' for memory, 'fail', or
-    'done' (the owner handles it: completed, cancelled, interrupted, ...)."""
-
-    kind: str
-    delay: float = 0.0
-    reason: str = ""
-
-
-class Governance:
-
-    def __init__(self, limits: Limits, emit: Emit, policy: RestartPolicy | None = None,
-                 tuning: g.Tuning | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+class Enforcer:
+    def __init__(self, limits: Limits, emit: Emit, tuning: g.Tuning | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.base = limits  # the daemon's (or the foreground run's) limits
         self.limits = limits  # those in force: base, tightened by what running jobs set for themselves
         self.emit = emit
-        self.policy = policy or RestartPolicy()
         self.tuning = tuning or g.Tuning()
         self.clock = clock
         self.monitor = Monitor(clock)
@@ -56,11 +43,8 @@ class Governance:
         self.cycler = DutyCycler(quotas=Quotas(root) if root else None)
         self.state = g.GovState()
         self.last: Readings | None = None
-        self.crashes: dict[int, list[float]] = {}
-        self._saved_step: dict[int, int] = {}  # newest checkpoint step on disk at the last crash
-        self.restarts = 0
-        self.failures: dict[int, str] = {}
-        self.evicted: set[int] = set()
+        self.failures: dict[int, str] = {}  # jobs the governor failed, and why
+        self.evicted: set[int] = set()  # jobs stopped until memory comes back
         self._incarnation: dict[int, int] = {}  # job -> pid the knobs were last sent to
         self._next = 0.0
         self._next_priority = 0.0
@@ -95,7 +79,7 @@ class Governance:
     def _sync(self, live: dict[int, JobRunner]) -> None:
         """Bring the policy's per-job state in step with the workers (new ones, progress, phase).
         A job between two workers (restarting, waiting for memory) keeps its state: memory kills
-        and the smaller batch carry over. ``_forget`` drops it when the job ends."""
+        and the smaller batch carry over. ``forget`` drops it when the job ends."""
         jobs = {k: v for k, v in self.state.jobs.items() if k not in live}
         for job_id, runner in live.items():
             old = self.state.jobs.get(job_id)
@@ -137,57 +121,33 @@ class Governance:
                 runner.request("resume")
             case g.Evict():
                 self.cycler.release(runner.worker)
-                runner.stop("governor:evict")
+                runner.stop(StopReason.EVICT)
             case g.Kill(kind=kind):
                 self.cycler.release(runner.worker)
-                runner.kill("governor:memory-kill" if kind == "memory" else "governor:hang")
+                runner.kill(StopReason.MEMORY_KILL if kind == "memory" else StopReason.HANG)
             case g.Fail(reason=why):
                 self.failures[a.job] = why
                 self.cycler.release(runner.worker)
-                runner.kill("governor:failed")
+                runner.kill(StopReason.GOVERNOR_FAIL)
             case g.Note(mode=mode, message=message, readings=readings):
                 self.emit("governor", {"job": a.job, "state": mode, "message": message, "readings": readings})
 
     # -- after a worker exits ---------------------------------------------------------------------
-    def after_exit(self, runner: JobRunner, ended: str) -> ExitDecision:
+    def released(self, runner: JobRunner) -> None:
+        """A worker exited: no duty cycle holds it any more."""
         self.cycler.release(runner.worker)
-        job = runner.job_id
-        reason = runner.stop_reason or ""
-        if job in self.failures:
-            return self._forget(job, ExitDecision("fail", reason=self.failures.pop(job)))
-        if reason == "governor:evict":
-            self.evicted.add(job)
-            return ExitDecision("wait", reason="memory")
-        if reason == "governor:memory-kill":
-            return ExitDecision("restart")
-        if ended != "crashed" and reason != "governor:hang":
-            return self._forget(job, ExitDecision("done"))
-        now = self.clock()
-        history = self.crashes.setdefault(job, [])
-        newest = next((step for step, _ in checkpoint_files(runner.job_dir)), -1)  # even one whose event was lost
-        if newest > self._saved_step.get(job, -1):
-            history.clear()  # progress was saved since the last crash: not a crash loop
-        self._saved_step[job] = newest
-        history.append(now)
-        delay = next_restart(history, now, dataclasses.replace(self.policy, max_crashes=self.limits.max_crashes))
-        last = (runner.live.failure or {}).get("message") or (
-            "it stopped making progress" if reason == "governor:hang" else f"exit code {runner.exit_code}")
-        if delay is None:
-            self.emit("gave_up", {"job": job, "crashes": len(history), "last_error": last})
-            return self._forget(job, ExitDecision("fail", reason=f"crashed {len(history)} times: {last}"))
-        self.restarts += 1
-        self.emit("restarting", {"job": job, "in_seconds": delay, "crashes": len(history), "last_error": last,
-                                 "from_step": (runner.live.checkpoint or {}).get("step")})
-        return ExitDecision("restart", delay=delay)
 
-    def _forget(self, job: int, decision: ExitDecision) -> ExitDecision:
-        self.forget(job)
-        return decision
+    def failure(self, job: int) -> str | None:
+        """Why the governor failed ``job`` (it killed the worker for it), or None."""
+        return self.failures.get(job)
+
+    def wait_for_memory(self, job: int) -> None:
+        """``job`` was evicted: it may start again once memory stays low (``memory_back``)."""
+        self.evicted.add(job)
 
     def forget(self, job: int) -> None:
         """The job ended for good: drop what the governor kept about it."""
-        self.crashes.pop(job, None)
-        self._saved_step.pop(job, None)
+        self.failures.pop(job, None)
         self.evicted.discard(job)
         self.state = dataclasses.replace(self.state, jobs={k: v for k, v in self.state.jobs.items() if k != job})
 
@@ -283,20 +243,3 @@ class Governance:
 
     def close(self) -> None:
         self.cycler.close()
-
-
-def queue_reason(position: int, running: int, slots: int, waiting: str | None) -> str:
-    """Why a queued job is not running yet: what it waits for and where it stands."""
-    if waiting:
-        return f"{waiting} (position {position} in the queue)"
-    if running >= slots:
-        return f"waiting for a free slot: {running} of {slots} running (position {position} in the queue)"
-    return f"next to start (position {position} in the queue)"
-
-
-def same_wait(old: str | None, new: str) -> bool:
-    """The same kind of wait at the same place in the queue (a wait's figures move every reading:
-    they are no new event)."""
-    if old is None:
-        return False
-    return old.split(":")[0] == new.split(":")[0] and old.rsplit("(position", 1)[-1] == new.rsplit("(position", 1)[-1]
