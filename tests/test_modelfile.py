@@ -16,8 +16,7 @@ import torch
 
 from macgpt.ckptformat import CheckpointError, read
 from macgpt.worker import checkpoint, offline
-from macgpt.worker.initfrom import load_init
-from macgpt.worker.setup import ResumeError
+from macgpt.worker.initfrom import InitFromError, load_init
 
 from .conftest import MACGPT
 from .helpers import trainer
@@ -61,14 +60,14 @@ def test_init_from_a_small_file_claiming_a_huge_model_is_refused_before_anything
     job.mkdir()
     before = psutil.Process().memory_info().rss
     t = time.perf_counter()
-    with pytest.raises(ResumeError, match=r"--init-from: .*describes \d+ bytes of weights but the file has \d+ bytes"):
+    with pytest.raises(InitFromError, match=r"--init-from: .*describes \d+ bytes of weights but the file has \d+ bytes"):
         load_init(str(path), job)
     assert time.perf_counter() - t < 20
     assert psutil.Process().memory_info().rss - before < 200 * 2**20
     assert not (job / "tokenizer.json").exists()  # refused before anything was written either
     state = small_state()
     state["model"] = {k: v for k, v in state["model"].items() if not k.endswith("ln_f.weight")}
-    with pytest.raises(ResumeError, match=r"missing \['ln_f.weight'\]"):
+    with pytest.raises(InitFromError, match=r"missing \['ln_f.weight'\]"):
         load_init(str(write(tmp_path, state, "b.pt")), job)
     # a genuine one passes; its tokenizer is written atomically (a private 0600 file, no temp left)
     old = os.umask(0o022)

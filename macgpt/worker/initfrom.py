@@ -14,13 +14,16 @@ from macgpt.ckptformat import CheckpointError
 from macgpt.config.schema import ConfigError, ModelConfig, stored_model_config
 from macgpt.fsutil import atomic_write_text
 from macgpt.worker import checkpoint, modelfile
-from macgpt.worker.setup import ResumeError
+
+
+class InitFromError(ConfigError):
+    """The ``--init-from`` file cannot start this job: the worker fails it (no retry helps)."""
 
 
 def load_init(path: str, job_dir: Path) -> tuple[dict[str, Any], ModelConfig]:
     """The checkpoint at ``path`` and its model shape, checked against its tensors and the file's
     size before anything is built; its tokenizer becomes the job's own (written once, atomically,
-    so a restarted worker finds it whole). ``ResumeError`` names the file and what is wrong."""
+    so a restarted worker finds it whole). ``InitFromError`` names the file and what is wrong."""
     file = Path(path)
     try:
         state = checkpoint.load_file(file)
@@ -31,7 +34,7 @@ def load_init(path: str, job_dir: Path) -> tuple[dict[str, Any], ModelConfig]:
             raise CheckpointError(f"{file}: 'tokenizer_json' is a {type(tokenizer_json).__name__}, not a string")
     except (CheckpointError, ConfigError, KeyError, TypeError, OSError) as e:
         detail = f"field {e} missing" if isinstance(e, KeyError) else str(e)
-        raise ResumeError(f"--init-from: {detail}") from None
+        raise InitFromError(f"--init-from: {detail}") from None
     tok_path = job_dir / "tokenizer.json"
     if not tok_path.exists():
         atomic_write_text(tok_path, tokenizer_json)  # never a half-written tokenizer
