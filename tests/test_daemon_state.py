@@ -160,3 +160,23 @@ def test_nothing_is_scheduled_while_state_changes_wait_for_the_database(daemon: 
     assert not daemon.supervisor.runners
     daemon.records.retry()
     assert daemon.store.get(jid).state == JobState.PAUSED
+
+
+def test_only_governor_decisions_become_governor_records_and_an_unreadable_spec_fails_its_job(daemon: Daemon) -> None:
+    """Issue 12: the daemon wrote a governor record without a state for each "restarting" event (a
+    plot read it as full speed); a queued job whose stored spec could not be read stopped the daemon."""
+    from macgpt import metricsfile
+
+    jid = handlers.submit(daemon.context, {"config": "tiny"}, None)["job"]
+    job_dir = daemon.lay.job_dir(jid)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    daemon.records.event(jid, "restarting", {"job": jid, "in_seconds": 0.0, "crashes": 1, "last_error": "x"})
+    daemon._governor_event("governor", {"job": jid, "state": "throttled", "message": "throttled"})
+    daemon._governor_event("limits", {"limits": {}})
+    records = metricsfile.read(metricsfile.path_in(job_dir)).of("governor")
+    assert [(r["state"], r["message"]) for r in records] == [("throttled", "throttled")]
+    odd = daemon.store.create("odd", "tiny", {"config": "tiny"}, 10)  # as another version might have left it
+    daemon._start(daemon.store.get(odd))
+    job = daemon.store.get(odd)
+    assert job.state == JobState.FAILED and "stored spec cannot be read" in job.reason
+    assert not daemon.supervisor.runners

@@ -286,3 +286,11 @@ def test_the_governors_failure_fails_the_job_with_its_reason(sv: JobSupervisor, 
     v = only(sv.tick())
     assert (v.outcome, v.state, v.reason, v.error) == (Outcome.GAVE_UP, JobState.FAILED, "killed 4 times for memory",
                                                        "killed 4 times for memory")
+
+
+def test_a_resumed_worker_is_running_only_once_it_trains(sv: JobSupervisor, tmp_path: Path) -> None:
+    r = running(sv, tmp_path)
+    assert sv.pause(1) and sv.resume(1) is JobState.STARTING  # still setting up: "running" at its first step
+    r.live.phase = "training"
+    assert sv.pause(1) and sv.resume(1) is JobState.RUNNING and not r.user_paused
+    assert sv.resume(2) is None  # no worker: back to the queue

@@ -135,3 +135,21 @@ def test_under_another_programs_lock_a_write_waits_once_then_fails_at_once_until
     store.update(jid, step=3)
     assert store.get(jid).step == 3
     store.close()
+
+
+def test_a_job_comes_back_typed_and_its_spec_is_parsed_once_when_asked(store: JobStore) -> None:
+    from macgpt.config.job import build_spec
+    from macgpt.errors import ConfigError
+
+    spec = build_spec("tiny", {"steps": "30"}, name="typed")
+    job = store.create(spec.name, spec.config, {**spec.to_dict(), "hooks": {"notify": True}}, spec.train.steps)
+    record = store.get(job)
+    assert record is not None and record.state is JobState.QUEUED and record.max_steps == 30
+    assert record.spec == spec and record.spec is record.spec  # parsed once
+    assert record.hooks == {"notify": True}
+    view = record.view()
+    assert view["state"] == "queued" and view["pid"] is None and view["limits"] == spec.limits.to_dict()
+    odd = store.get(store.create("odd", "tiny", {"config": "tiny"}, 10))  # written by hand, or by another version
+    assert odd is not None and odd.hooks == {} and odd.view()["limits"] is None
+    with pytest.raises((ConfigError, KeyError)):
+        odd.spec  # noqa: B018  (only asking for it parses it)
