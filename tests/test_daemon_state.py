@@ -55,6 +55,7 @@ def pump(d: Daemon, until, timeout: float) -> None:
     raise AssertionError(f"not reached within {timeout}s")
 
 
+@pytest.mark.slow  # a real worker
 def test_a_pause_sent_while_the_job_is_starting_reaches_the_worker(daemon: Daemon) -> None:
     """Item 6: paused while its worker was still starting, the job used to train on while status
     said "paused". Started directly (a busy machine would keep the scheduler waiting)."""

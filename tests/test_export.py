@@ -46,6 +46,7 @@ def test_export_and_reimport_give_identical_samples_and_loss(trained: Path, tmp_
     assert offline.evaluate(out, data)["loss"] == offline.evaluate(trained / "final_model.pt", data)["loss"]
 
 
+@pytest.mark.slow  # two CLI processes that load torch
 def test_the_cli_samples_and_evaluates_an_exported_directory(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     r = subprocess.run([MACGPT, "export", str(trained), "--out", str(out)], capture_output=True, text=True, timeout=120)

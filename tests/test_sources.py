@@ -71,6 +71,7 @@ def test_fifo_device_and_symlink_to_device_are_refused_without_reading(tmp_path:
     assert any("is a FIFO" in m for m in refused([d]))
 
 
+@pytest.mark.slow  # writes and validates 150 MB
 def test_bad_line_two_million_is_reported_in_bounded_memory(tmp_path: Path) -> None:
     p = tmp_path / "big.jsonl"
     line = json.dumps({"text": "床前明月光，疑是地上霜。举头望明月，低头思故乡。"}, ensure_ascii=False) + "\n"
