@@ -20,6 +20,7 @@ from macgpt.client.options import LIMIT_KEYS, limit_option
 from macgpt.config.limits import Limits
 from macgpt.config.schema import ConfigError
 from macgpt.paths import Layout, PathError, layout
+from macgpt.supervisor.admission import MAX_CLIENTS
 from macgpt.supervisor.lock import holder
 
 START_TIMEOUT = 15.0
@@ -31,7 +32,7 @@ def limit_options(f: Any) -> Any:
         click.option("--max-concurrent", type=click.IntRange(1, 64), default=1, show_default=True,
                      help="jobs trained at the same time"),
         click.option("--max-clients", type=click.IntRange(8, 1_000_000), default=None,
-                     help="connections served at once (default 4096, fewer under a low descriptor limit); "
+                     help=f"connections served at once (default {MAX_CLIENTS}, fewer under a low descriptor limit); "
                           "more are refused with an error"),
         click.option("--tcp-port", type=click.IntRange(1, 65535), default=None,
                      help="also listen on TCP (off by default), on --tcp-host"),

@@ -2,7 +2,7 @@
 
 Levers, gentlest first: fewer threads, a smaller micro-batch (memory), a cooperative pause,
 a SIGSTOP/SIGCONT duty cycle (a fraction of the time, or a full stop), checkpoint-and-exit,
-and kill-and-restart. Nothing here touches a process: ``governance`` applies the actions.
+and kill-and-restart. Nothing here touches a process: ``enforcer.py`` applies the actions.
 
 CPU: our budget is ``max_cpu`` minus the *highest* other load seen during the hold time, so
 load that appears is answered at the next reading (within a second) while resources come back

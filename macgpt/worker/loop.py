@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from macgpt.protocol import SAMPLE_DEFAULTS
 from macgpt.worker import checkpoint, distributed
 from macgpt.worker.metrics import MetricsRecorder
 from macgpt.worker.progress import Reporter
@@ -23,7 +24,7 @@ from macgpt.worker.sampling import PromptError, SampleParams
 from macgpt.worker.trainer import Trainer, peak_rss_bytes
 
 HEARTBEAT_SECONDS = 0.5
-GENERATION_TEST = dict(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1)
+GENERATION_TEST = {k: v for k, v in SAMPLE_DEFAULTS.items() if k != "max_new_tokens"}  # as `macgpt sample`
 
 
 class CheckpointWriteError(Exception):
