@@ -6,9 +6,9 @@ semi-orthogonal matrix (all singular values near 1) with five steps of a quintic
 iteration, scale by ``sqrt(max(1, rows / cols))`` and step. Only 2-D hidden matrices belong
 here; embeddings, the head and gains go to AdamW.
 
-Newton–Schulz is the optimizer's whole cost. On CUDA and MPS, matrices of one shape are stacked
-and iterated as one batched matmul; on a CPU one at a time, which bench/recipe.py measured
-faster there. It runs in bfloat16 where the hardware multiplies it natively (CUDA, MPS, CPUs
+Newton–Schulz is the optimizer's whole cost. Matrices of one shape are stacked and iterated as
+one batched matmul, except in float32 on a CPU, where one at a time measured faster (bench/recipe.py:
+fp32 stacked 1.07-1.32x of one by one; bf16 stacked 0.54x of bf16 one by one on a CPU with AMX). It runs in bfloat16 where the hardware multiplies it natively (CUDA, MPS, CPUs
 with AVX-512 BF16 or AMX) and in float32 elsewhere, where bf16 is emulated and many times slower.
 The state dict has torch's optimizer layout: ``{"state": {i: {"momentum_buffer"}}, ...}``.
 """
@@ -85,8 +85,8 @@ class Muon:
                 buf.lerp_(p.grad, 1 - g["momentum"])
                 updates.append(p.grad.lerp(buf, g["momentum"]) if g["nesterov"] else buf)
             dtype = self.ns_dtype or fast_dtype(params[0].device)
-            if params[0].device.type == "cpu":  # measured (bench/recipe.py): stacking is slower on a CPU
-                ortho = [newton_schulz(u, dtype=dtype) for u in updates]
+            if params[0].device.type == "cpu" and dtype == torch.float32:  # measured (bench/recipe.py):
+                ortho = [newton_schulz(u, dtype=dtype) for u in updates]  # stacking fp32 is slower on a CPU
             else:  # one batched kernel per shape instead of one launch per matrix
                 ortho = list(newton_schulz(torch.stack(updates), dtype=dtype).unbind(0))
             scale = max(1.0, shape[0] / shape[1]) ** 0.5
