@@ -294,3 +294,12 @@ def test_a_duty_change_alone_is_not_a_note() -> None:
 def test_at_limit_100_a_busy_machine_does_not_stop_the_worker() -> None:
     st, log, _ = run(state(job()), 40, other=lambda t: 98.0, limits=dataclasses.replace(LIMITS, max_cpu=100))
     assert not of(log, g.SetDuty) and st.jobs[1].duty == 1.0  # it runs at idle priority: others come first
+
+
+def test_one_noisy_reading_of_an_idle_machine_does_not_cut_the_budget() -> None:
+    idle = (0.5, 1.2, 0.8, 3.9, 0.7, 1.0, 0.4, 4.2, 0.9)  # a quiet machine: a lone point or two now and then
+    assert g.held_other(idle, jump=8.0) == 0.9  # the highest level held two readings in a row
+    assert g.held_other((*idle, 6.0, 6.5), jump=8.0) == 6.0  # a small load that stays counts at its second reading
+    assert g.held_other((*idle, 60.0), jump=8.0) == 60.0  # a load that appears counts at its first
+    assert g.held_other((60.0, 5.0, 60.0, 5.0), jump=8.0) == 60.0  # and a flickering one for the whole window
+    assert g.held_other((7.0,), jump=8.0) == 7.0

@@ -4,7 +4,8 @@ Levers, gentlest first: fewer threads, a smaller micro-batch (memory), a coopera
 a SIGSTOP/SIGCONT duty cycle (a fraction of the time, or a full stop), checkpoint-and-exit,
 and kill-and-restart. Nothing here touches a process: ``enforcer.py`` applies the actions.
 
-CPU: our budget is ``max_cpu`` minus the *highest* other load seen during the hold time, so
+CPU: our budget is ``max_cpu`` minus the *highest* other load seen during the hold time (a level
+held for two readings, or any jump, so one noisy reading of an idle machine does not cut it), so
 load that appears is answered at the next reading (within a second) while resources come back
 only after the load has stayed low for the whole hold time. Threads follow the budget and what
 each thread was measured to add (one that adds no CPU is dropped); there is no duty cycle when
@@ -18,6 +19,7 @@ that would cross the hard limit soon (``memjudge``); never from its size alone.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -32,6 +34,7 @@ class Tuning:
     hold: float = 5.0  # seconds the load must stay low before resources are given back
     stop_below: float = 0.12  # a budget under this many cores stops the worker instead
     tolerance: float = 2.0  # machine-percent deadband around the CPU budget
+    jump: float = 8.0  # other load this many points above its held level counts at its first reading
     max_step_up: float = 1.5  # the duty cycle grows at most this much per reading
     mem_margin: float = 2.0  # memory must fall this many points under max_memory to give back
     batch_wait: float = 1.5  # seconds for a smaller batch to show before the next lever
@@ -155,6 +158,18 @@ def effective_max_cpu(r: Readings, limits: Limits) -> tuple[float, str | None]:
     return limits.max_cpu, None
 
 
+def held_other(values: tuple[float, ...], jump: float) -> float:
+    """The other programs' load the budget leaves room for, from the readings of the hold window
+    (oldest first): the highest level seen in two readings in a row, so that one noisy reading of
+    an idle machine (a point or two above its mean, every few seconds) does not cut the budget;
+    any reading ``jump`` points above that level (a load that appears, or flickers) counts at
+    once and for the whole hold time."""
+    if len(values) < 2:
+        return values[-1]
+    level = max(min(a, b) for a, b in itertools.pairwise(values))
+    return max([level, *(v for v in values if v >= level + jump)])
+
+
 def decide(r: Readings, limits: Limits, state: GovState, tuning: Tuning = Tuning()) -> tuple[GovState, list[Action]]:
     """One governor step."""
     window = tuple((t, o) for t, o in state.other if r.t - t < tuning.hold)
@@ -162,7 +177,7 @@ def decide(r: Readings, limits: Limits, state: GovState, tuning: Tuning = Tuning
         window = (*window, (r.t, r.other_cpu))
     if not window:
         return dataclasses.replace(state, other=window), []  # nothing trustworthy to act on yet
-    other = max(o for _, o in window)
+    other = held_other(tuple(o for _, o in window), tuning.jump)
     max_cpu, battery = effective_max_cpu(r, limits)
     governed = [j for j in state.jobs.values() if j.training and not j.user_paused and j.job in r.workers]
     per_core = 100.0 / r.ncpu
