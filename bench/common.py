@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,3 +75,54 @@ def median(xs: list[float]) -> float:
 def say(*parts: Any) -> None:
     print(*parts, flush=True)
     sys.stdout.flush()
+
+
+# -- other people's programs on a shared machine ------------------------------------------------------
+def wait_quiet(below: float = 5.0, seconds: float = 3.0, timeout: float = 600.0) -> None:
+    """Until total CPU has stayed under ``below`` % for ``seconds`` (the previous run gone too)."""
+    import psutil
+
+    end, quiet = time.monotonic() + timeout, 0.0
+    psutil.cpu_percent()
+    while quiet < seconds and time.monotonic() < end:
+        quiet = quiet + 0.5 if psutil.cpu_percent(interval=0.5) < below else 0.0
+
+
+def _machine_busy() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
+    return sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+
+def _tree_cpu() -> float:
+    """CPU seconds of this process and every descendant, living or reaped."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
+class Foreign:
+    """Machine CPU used during a measurement by processes outside this script's process tree
+    (other people's programs), in percent of the whole machine. ``percent()`` since ``start()``."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self.busy, self.tree, self.t = _machine_busy(), _tree_cpu(), time.monotonic()
+
+    def percent(self) -> float:
+        import os
+
+        busy, tree, t = _machine_busy(), _tree_cpu(), time.monotonic()
+        return max(0.0, 100 * ((busy - self.busy) - (tree - self.tree)) / max(1e-3, t - self.t) / (os.cpu_count() or 1))

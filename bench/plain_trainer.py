@@ -1,5 +1,7 @@
 """What users run today: a plain PyTorch training loop with every core at normal priority (or, with
---idle, at nice 19 + SCHED_IDLE: the priority-only approach). Prints steps/s every second.
+--idle, at nice 19 + SCHED_IDLE: the priority-only approach). Prints steps/s every second. Its
+optimizer is the one `macgpt train` builds for the preset's recipe (modern: Muon + AdamW), so the
+two do the same work per step; ``--adamw`` gives plain AdamW as before issue 16.
 
     python bench/plain_trainer.py [--threads N] [--idle] [--preset original] [--batch-size 32]
 """
@@ -17,6 +19,7 @@ import torch
 from macgpt.config.presets import get_preset
 from macgpt.model import GPT
 from macgpt.priority import lower
+from macgpt.worker.optim import make_optimizer
 
 
 def main() -> None:
@@ -26,13 +29,18 @@ def main() -> None:
     ap.add_argument("--preset", default="original")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--block-size", type=int, default=64)
+    ap.add_argument("--adamw", action="store_true", help="plain AdamW instead of the recipe's optimizer")
     args = ap.parse_args()
     if args.idle:
         lower()
     torch.set_num_threads(args.threads)
-    cfg = dataclasses.replace(get_preset(args.preset).model, vocab_size=2000, block_size=args.block_size)
+    preset = get_preset(args.preset)
+    cfg = dataclasses.replace(preset.model, vocab_size=2000, block_size=args.block_size)
     model = GPT(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    if args.adamw:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    else:
+        opt = make_optimizer(model, cfg.recipe, preset.train_for(cfg.recipe))
     data = torch.randint(0, 2000, (200_000,))
     offsets = torch.arange(args.block_size + 1)
     steps, last = 0, time.perf_counter()

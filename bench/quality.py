@@ -5,7 +5,7 @@ small <= 3.0, original <= 2.0), the held-out eval loss, both also per character 
 vocabulary lowers the per-token loss without the model being better), wall time, peak RSS
 beside the estimate, and the last generation test for "你好，".
 
-    python bench/quality.py [--presets tiny,small,original] [--runs 3]
+    python bench/quality.py [--presets tiny,small,original] [--runs 3] [--recipe classic]
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ BAR = {"tiny": 4.0, "small": 3.0, "original": 2.0}
 MACGPT = str(Path(sys.executable).with_name("macgpt"))
 
 
-def run(preset: str, home: str, out: Path) -> list[dict]:
-    r = subprocess.run([MACGPT, "train", preset, "--json", "--fresh", "--out", str(out)], capture_output=True, text=True,
+def run(preset: str, home: str, out: Path, recipe: str | None = None) -> list[dict]:
+    extra = ["--set", f"recipe={recipe}"] if recipe else []
+    r = subprocess.run([MACGPT, "train", preset, "--json", "--fresh", "--out", str(out), *extra], capture_output=True, text=True,
                        env={**os.environ, "MACGPT_HOME": home})
     if r.returncode != 0:
         raise SystemExit(f"{preset} failed: {r.stderr[-2000:]}")
@@ -40,6 +41,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="tiny,small,original")
     ap.add_argument("--runs", type=int, default=3, help="runs per preset for the wall-time median")
+    ap.add_argument("--recipe", default=None, help="classic: `--set recipe=classic` (its own defaults)")
     args = ap.parse_args()
     chars = {}
     for name in args.presets.split(","):
@@ -51,14 +53,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as home:
             walls, summary, events = [], None, []
             for i in range(args.runs):
-                events = run(name, home, Path(home) / f"run{i}")
+                events = run(name, home, Path(home) / f"run{i}", args.recipe)
                 summary = events[-1]
                 walls.append(summary["wall_seconds"])
         tpc, epc = chars[vocab]
         samples = [e["text"] for e in events if e["event"] == "sample"]
         p = get_preset(name)
-        say(f"== {name}: {p.model.n_layer}x{p.model.n_embd}, vocab {vocab}, {p.train.steps} steps, batch {p.train.batch_size}, "
-            f"lr {p.train.lr:g}")
+        tc = p.train_for(args.recipe or p.model.recipe)
+        say(f"== {name} ({args.recipe or p.model.recipe}): {p.model.n_layer}x{p.model.n_embd}, vocab {vocab}, {tc.steps} steps, "
+            f"batch {tc.batch_size}, lr {tc.lr:g}")
         ok = summary["train_loss"] <= BAR[name]
         say(f"   train loss (last 20 steps) {summary['train_loss']:.3f} (bar {BAR[name]}) {'OK' if ok else 'MISS'}; "
             f"{summary['train_loss'] * tpc:.3f} nats/char")

@@ -25,7 +25,7 @@ from common import builtin_streams, median, say
 from macgpt.config.presets import get_preset
 from macgpt.data.texts import load_corpus
 from macgpt.worker.batches import token_stream
-from macgpt.worker.muon import newton_schulz
+from macgpt.worker.muon import fast_dtype, newton_schulz
 from macgpt.worker.tokenizer import BPETokenizer
 from macgpt.worker.trainer import Trainer
 
@@ -60,13 +60,15 @@ def ns_part(rounds: int = 3) -> None:
             newton_schulz(torch.stack(group), dtype=dtype)
         return time.perf_counter() - t0
 
-    times: dict[str, list[float]] = {k: [] for k in ("fp32 one by one", "fp32 stacked", "bf16 stacked")}
+    times: dict[str, list[float]] = {k: [] for k in ("fp32 one by one", "fp32 stacked", "bf16 one by one", "bf16 stacked")}
     for _ in range(rounds):
         times["fp32 one by one"].append(one_by_one(torch.float32))
         times["fp32 stacked"].append(stacked(torch.float32))
+        times["bf16 one by one"].append(one_by_one(torch.bfloat16))
         times["bf16 stacked"].append(stacked(torch.bfloat16))
     base = median(times["fp32 one by one"])
-    say(f"== Newton-Schulz, 5 steps, the 12 hidden matrices of `original`, {THREADS} threads, median of {rounds}")
+    say(f"== Newton-Schulz, 5 steps, the 12 hidden matrices of `original`, {THREADS} threads, median of {rounds}; "
+        f"Muon picks {fast_dtype(torch.device('cpu'))} here, one matrix at a time on a CPU")
     for k, v in times.items():
         say(f"   {k:16s} {median(v) * 1000:8.1f} ms  ({median(v) / base:.2f}x of one by one)")
 
@@ -145,8 +147,10 @@ def corpus_part(presets: list[str], steps: int, every: int) -> None:
         for recipe, (points, share) in got.items():
             at = {s: loss for s, _, loss in points}
             early = min(at, key=lambda s: abs(s - 300))
-            say(f"   {recipe:8s} held-out @{early} {at[early]:.3f}, @{steps} {points[-1][2]:.3f}; "
-                f"training {points[-1][1]:.1f}s; optimizer {share * 100:.1f}% of the step time")
+            best = min(points, key=lambda x: x[2])
+            say(f"   {recipe:8s} held-out @{early} {at[early]:.3f}, @{steps} {points[-1][2]:.3f} (lowest {best[2]:.3f} "
+                f"@{best[0]}); training {points[-1][1]:.1f}s; optimizer {share * 100:.1f}% of the step time")
+            say(f"            curve (step: held-out): {' '.join(f'{s}:{loss:.3f}' for s, _, loss in points)}")
         target = got["classic"][0][-1][2]
         reach = next(((s, sec) for s, sec, loss in got["modern"][0] if loss <= target), None)
         if reach is None:

@@ -10,7 +10,12 @@ Then, with macgpt alone: where total CPU settles against --max-cpu and the train
 against what that budget allows; the reaction to a foreground load over 10 trials (p95); the
 supervisor's own CPU; and a PNG timeline of the governor at work (docs/responsiveness.png).
 
-    python bench/responsiveness.py [--rounds 2] [--job-seconds 8] [--trials 10]
+On a shared machine other people's programs move every figure: each measurement starts once the
+machine is quiet, the CPU used during it by processes outside this script's tree is measured
+(``common.Foreign``), and a measurement with more than --max-foreign % of the machine is printed as
+disturbed and repeated (up to --retries times; a disturbed reaction trial is replaced).
+
+    python bench/responsiveness.py [--rounds 2] [--job-seconds 8] [--trials 10] [--parts scenarios,steady,reactions]
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import time
 from pathlib import Path
 
 import psutil
-from common import median, say
+from common import Foreign, median, say, wait_quiet
 
 HERE = Path(__file__).resolve().parent
+MAX_FOREIGN = 2.0  # percent of the machine used by other people's programs that disturbs a measurement
+RETRIES = 4
 DOCS = HERE.parent / "docs"
 MACGPT = str(Path(sys.executable).with_name("macgpt"))
 TRAINER = ["original", "--batch-size", "32", "--set", "block_size=64", "--steps", "10000000",
@@ -171,19 +178,43 @@ def scenarios(rounds: int, iterations: int, unit: int, alone: float, home: str) 
     results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in ("a", "b", "p", "c")}
     for r in range(rounds):
         for name in ("a", "b", "p", "c") if r % 2 == 0 else ("c", "p", "b", "a"):
-            trainer = {"a": lambda: None, "b": lambda: Plain(False), "p": lambda: Plain(True),
-                       "c": lambda: Macgpt(home)}[name]()
-            if trainer is not None:
-                trainer.ready()
-                time.sleep(3.0)  # the trainer at its steady state (macgpt: at its CPU budget)
-            results[name].append(workload(iterations, unit, alone))
-            if trainer is not None:
-                trainer.stop()
+            for attempt in range(RETRIES + 1):
+                wait_quiet()
+                trainer = {"a": lambda: None, "b": lambda: Plain(False), "p": lambda: Plain(True),
+                           "c": lambda: Macgpt(home)}[name]()
+                if trainer is not None:
+                    trainer.ready()
+                    time.sleep(3.0)  # the trainer at its steady state (macgpt: at its CPU budget)
+                foreign = Foreign()
+                got = workload(iterations, unit, alone)
+                f = foreign.percent()
+                if trainer is not None:
+                    trainer.stop()
+                if f <= MAX_FOREIGN or attempt == RETRIES:
+                    results[name].append(got)
+                    break
+                say(f"   ({name}, round {r + 1}: DISTURBED by other programs, {f:.1f}% of the machine; "
+                    f"got {tuple(round(v, 2) for v in got)}; again)")
             time.sleep(2.0)
     return results
 
 
 def steady_state(home: str, seconds: float) -> dict:
+    """``_steady_state`` until other people's programs leave it undisturbed (``RETRIES`` times)."""
+    for attempt in range(RETRIES + 1):
+        wait_quiet()
+        foreign = Foreign()
+        s = _steady_state(home, seconds)
+        f = foreign.percent()
+        if f <= MAX_FOREIGN or attempt == RETRIES:
+            s["foreign"] = f
+            return s
+        say(f"   (macgpt alone: DISTURBED by other programs, {f:.1f}% of the machine; total CPU {s['total_cpu']:.1f}%, "
+            f"{s['steps_per_s']:.2f} of {s['allowed']:.2f} steps/s; again)")
+    raise AssertionError
+
+
+def _steady_state(home: str, seconds: float) -> dict:
     """macgpt alone: total CPU against the limit, throughput against what the budget allows, the
     supervisor's own CPU, and a 4 Hz timeline for the picture."""
     rates = {}
@@ -241,12 +272,14 @@ def reactions(home: str, trials: int) -> tuple[list[float], list[float], list[di
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     stop_s, back_s = [], []
-    for _ in range(trials):
+    attempts = 0
+    while len(stop_s) < trials and attempts < trials + 2 * RETRIES:
+        attempts += 1
+        foreign = Foreign()
         seen = len(m.events)
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
         t_on = time.time()
         stopped = _wait_event(m, seen, lambda e: e["event"] == "governor" and e["state"] == "stopped", 10)
-        stop_s.append(stopped["time"] - t_on if stopped else float("nan"))
         time.sleep(1.5)
         seen = len(m.events)
         for h in hogs:
@@ -254,8 +287,13 @@ def reactions(home: str, trials: int) -> tuple[list[float], list[float], list[di
             h.wait()
         t_off = time.time()
         back = _wait_event(m, seen, lambda e: e["event"] == "governor" and e["state"] in ("throttled", "full"), 15)
-        back_s.append(back["time"] - t_off if back else float("nan"))
         time.sleep(1.0)
+        f = foreign.percent()  # the hogs are this script's children: not foreign
+        if f > MAX_FOREIGN:
+            say(f"   (reaction trial: DISTURBED by other programs, {f:.1f}% of the machine; replaced)")
+            continue
+        stop_s.append(stopped["time"] - t_on if stopped else float("nan"))
+        back_s.append(back["time"] - t_off if back else float("nan"))
     done.set()
     sampler.join()
     states = [(e["time"], e["state"]) for e in m.kinds("governor")]
@@ -317,13 +355,23 @@ def main() -> None:
     ap.add_argument("--job-seconds", type=float, default=8.0, help="length of the CPU job alone (per core)")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--settle-seconds", type=float, default=15.0)
+    ap.add_argument("--parts", default="scenarios,steady,reactions")
     args = ap.parse_args()
+    parts = args.parts.split(",")
     home = tempfile.mkdtemp(prefix="mg-resp-")
     iterations, unit = calibrate(args.job_seconds), calibrate(0.005)
     alone = statistics.median(_timed(unit) for _ in range(40))  # one probe round on an idle machine
     say(f"{os.cpu_count()} cores; CPU job {args.job_seconds:g} s per core alone; probe 5 ms every 20 ms; {args.rounds} rounds")
 
-    res = scenarios(args.rounds, iterations, unit, alone, home)
+    if "scenarios" in parts:
+        show_scenarios(scenarios(args.rounds, iterations, unit, alone, home))
+    if "steady" in parts:
+        show_steady(steady_state(home, args.settle_seconds))
+    if "reactions" in parts:
+        show_reactions(*reactions(home, args.trials))
+
+
+def show_scenarios(res: dict[str, list[tuple[float, float, float]]]) -> None:
     a_job, _, a_p99 = (median([r[i] for r in res["a"]]) for i in range(3))
     names = {"a": "alone", "b": "unsupervised trainer", "p": "trainer at nice 19 + SCHED_IDLE", "c": "macgpt (defaults)"}
     for key in ("a", "b", "p", "c"):
@@ -333,17 +381,26 @@ def main() -> None:
     c_job, _, c_p99 = (median([r[i] for r in res["c"]]) for i in range(3))
     say(f"targets for (c): job <= 1.05x -> {c_job / a_job:.2f}x {'OK' if c_job / a_job <= 1.05 else 'MISS'}; "
         f"p99 lateness <= 2x -> {c_p99 / a_p99:.2f}x {'OK' if c_p99 / a_p99 <= 2 else 'MISS'}")
+    b_p99 = median([r[2] for r in res["b"]])
+    say(f"probe p99 beside macgpt / beside the unsupervised trainer: {c_p99 / b_p99:.2f} (target <= 0.5)")
 
-    s = steady_state(home, args.settle_seconds)
+
+def show_steady(s: dict) -> None:
     say(f"macgpt alone, --max-cpu 70: total CPU {s['total_cpu']:.1f}% (min {s['total_min']:.0f}, max {s['total_max']:.0f}; "
-        f"target 70 +- 5) {'OK' if abs(s['total_cpu'] - 70) <= 5 else 'MISS'}")
+        f"target 70 +- 5) {'OK' if abs(s['total_cpu'] - 70) <= 5 else 'MISS'}; other programs {s['foreign']:.1f}%")
     say(f"trainer throughput {s['steps_per_s']:.2f} steps/s vs {s['allowed']:.2f} the budget allows "
         f"(plain 1 thread {s['plain_1']:.2f}, 2 threads {s['plain_2']:.2f}) = {s['steps_per_s'] / s['allowed']:.2f} "
         f"(target >= 0.90) {'OK' if s['steps_per_s'] / s['allowed'] >= 0.9 else 'MISS'}")
     say(f"supervisor's own CPU while governing: {s['supervisor_cpu']:.2f}% of one core (target <= 1%) "
         f"{'OK' if s['supervisor_cpu'] <= 1 else 'MISS'}")
 
-    stop_s, back_s, timeline = reactions(home, args.trials)
+
+def show_reactions(stop_s: list[float], back_s: list[float], timeline: list[dict]) -> None:
+    missed = sum(x != x for x in stop_s) + sum(x != x for x in back_s)  # NaN: the event never came
+    stop_s = [float("inf") if x != x else x for x in stop_s]
+    back_s = [float("inf") if x != x else x for x in back_s]
+    if missed:
+        say(f"   {missed} reaction(s) never seen within the timeout (counted as infinite)")
     p95 = sorted(stop_s)[min(len(stop_s) - 1, int(0.95 * len(stop_s)))]
     say(f"reaction to a foreground load over {len(stop_s)} trials: stopped after p50 {median(stop_s):.2f}s, "
         f"p95 {p95:.2f}s (target <= 1 s) {'OK' if p95 <= 1 else 'MISS'}; running again after load ends: "
