@@ -112,3 +112,22 @@ def test_batcher_order_is_a_function_of_seed_and_position() -> None:
     assert torch.equal(c.next_batch(5)[0], batches[17])
     x, y = batches[0], a.next_batch(1)[1]
     assert torch.equal(x[:, 1:], x[:, :-1] + 1) and y.shape == (1, 16)
+
+
+def test_a_batch_across_an_epoch_boundary_reads_each_chunk_at_its_own_epochs_offset() -> None:
+    """Each epoch cuts the stream at a random offset; a batch that spans two epochs must take the
+    first part's windows at the old epoch's offset (a shared offset read past the end: a crash)."""
+    n, block, seed = 1000, 16, 5
+    b = Batcher(torch.arange(n), block, seed)
+    expected: list[int] = []
+    for epoch in range(4):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        offset = int(torch.randint(block, (1,), generator=g))
+        chunks = (n - 1 - offset) // block
+        expected += (offset + block * torch.randperm(chunks, generator=g)).tolist()
+    got: list[int] = []
+    while len(got) < len(expected) - 13:
+        x, y = b.next_batch(13)  # 13 divides no epoch's chunk count here: batches span epochs
+        assert x.shape == (13, block) and torch.equal(y, x + 1)  # whole windows of the stream
+        got += x[:, 0].tolist()
+    assert got == expected[: len(got)]

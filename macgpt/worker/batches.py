@@ -108,21 +108,21 @@ class Batcher:
     def next_batch(self, batch_size: int, rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The next ``batch_size`` chunks of the order; only rows ``[lo, hi)`` of them are read (a
         rank's share: the order advances by the whole batch on every rank)."""
-        picked: list[torch.Tensor] = []
+        picked: list[torch.Tensor] = []  # start positions, each with its own epoch's offset
         need = batch_size
         while need:
             order = self._order()
             take = order.take(self.index, need)
-            picked.append(take)
+            picked.append(self._offset + self.block_size * take)
             need -= take.numel()
             self.index += take.numel()
             if self.index >= order.n:
                 self.epoch += 1
                 self.index = 0
-        chunks = picked[0] if len(picked) == 1 else torch.cat(picked)
+        starts = picked[0] if len(picked) == 1 else torch.cat(picked)
         if rows is not None:
-            chunks = chunks[rows[0] : rows[1]]
-        windows = self.tokens.gather(self._offset + self.block_size * chunks, self.block_size + 1)
+            starts = starts[rows[0] : rows[1]]
+        windows = self.tokens.gather(starts, self.block_size + 1)
         return windows[:, :-1], windows[:, 1:]
 
     def state(self) -> dict[str, int]:
