@@ -8,8 +8,9 @@ here; embeddings, the head and gains go to AdamW.
 
 Newton–Schulz is the optimizer's whole cost. Matrices of one shape are stacked and iterated as
 one batched matmul, except in float32 on a CPU, where one at a time measured faster (bench/recipe.py:
-fp32 stacked 1.07-1.32x of one by one; bf16 stacked 0.54x of bf16 one by one on a CPU with AMX). It runs in bfloat16 where the hardware multiplies it natively (CUDA, MPS, CPUs
-with AVX-512 BF16 or AMX) and in float32 elsewhere, where bf16 is emulated and many times slower.
+fp32 stacked 1.07-1.32x of one by one; bf16 stacked 0.54x of bf16 one by one on a CPU with AMX).
+It runs in bfloat16 where the hardware multiplies it natively (CUDA, MPS, CPUs with AVX-512 BF16
+or AMX) and in float32 elsewhere, where bf16 is emulated and many times slower.
 The state dict has torch's optimizer layout: ``{"state": {i: {"momentum_buffer"}}, ...}``.
 """
 

@@ -134,7 +134,8 @@ def test_a_leaking_worker_is_stopped_before_the_hard_limit_then_the_job_fails(ho
     kills = [e for e in run.kinds("governor") if e["message"].startswith("killed")]
     assert len(kills) == 3 and run.proc.returncode == 1
     assert "killed 3 times for memory" in run.events[-1]["error"]
-    assert peak <= round(hard + 0.1, 1) + 1e-9, (peak, hard)  # never past the hard limit (the kill is due on reaching it; psutil rounds to 0.1)
+    # never past the hard limit (the kill is due on reaching it; psutil rounds to 0.1)
+    assert peak <= round(hard + 0.1, 1) + 1e-9, (peak, hard)
 
 
 def test_a_worker_with_a_large_stable_footprint_is_never_killed(home: Path) -> None:
