@@ -330,7 +330,7 @@ class JobSupervisor:
             return Verdict(job, Outcome.GAVE_UP, reason, error=reason, live=live)
         self.restarts += 1
         self.emit(job, "restarting", {"job": job, "in_seconds": delay, "crashes": len(history), "last_error": last,
-                                      "from_step": (live.checkpoint or {}).get("step")})
+                                      "from_step": max(newest, 0)})  # the checkpoint the next worker finds
         how = "(hang)" if why is StopReason.HANG else "after a crash"
         return Verdict(job, Outcome.RESTARTING, f"restarting in {delay:.0f}s {how}", delay=delay, live=live)
 
