@@ -80,7 +80,7 @@ def tiny_part(rounds: int) -> None:
 
     def run(recipe: str) -> tuple[float, float, float]:
         p = get_preset("tiny")
-        mc = dataclasses.replace(p.model, vocab_size=tok.vocab_size, recipe=recipe)
+        mc = dataclasses.replace(p.model_for(recipe), vocab_size=tok.vocab_size)
         t = Trainer(mc, dataclasses.replace(p.train_for(recipe), threads=THREADS), tok, train, test, torch.device("cpu"))
         t0 = time.perf_counter()
         while t.step < t.cfg.steps:
@@ -104,7 +104,7 @@ def corpus_trainer(name: str, recipe: str, tok: BPETokenizer, train: torch.Tenso
                    steps: int) -> Trainer:
     p = get_preset(name)
     batch = p.train.batch_size  # the modern default's batch, for both
-    mc = dataclasses.replace(p.model, vocab_size=tok.vocab_size, recipe=recipe)
+    mc = dataclasses.replace(p.model_for(recipe), vocab_size=tok.vocab_size)
     tc = dataclasses.replace(p.train_for(recipe), steps=steps, batch_size=batch, threads=THREADS,
                              warmup_steps=min(p.train_for(recipe).warmup_steps, steps // 10))
     return Trainer(mc, tc, tok, train, test, torch.device("cpu"))

@@ -115,7 +115,10 @@ def build_spec(
     for key, value in (overrides or {}).items():
         if value is not None:
             by_section[section_of(key)][key] = value
-    model = check_model(with_overrides(preset.model, by_section["model"]))
+    model = with_overrides(preset.model, by_section["model"])
+    if "dropout" not in by_section["model"]:  # each recipe's own default
+        model = dataclasses.replace(model, dropout=preset.model_for(model.recipe).dropout)
+    model = check_model(model)
     train = with_overrides(preset.train_for(model.recipe), by_section["train"])
     if train.warmup_steps >= train.steps and train.warmup_steps > 0:
         train = dataclasses.replace(train, warmup_steps=max(0, train.steps // 10))

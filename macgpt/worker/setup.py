@@ -144,7 +144,8 @@ def check_resumable(state: dict[str, Any], trainer: Trainer, path: Path | None) 
         raise ResumeError(f"{path}: was trained with a different tokenizer than {trainer.tokenizer.sha256[:12]}")
     saved = {"recipe": LEGACY_RECIPE, **state["model_config"]}
     current = dataclasses.asdict(trainer.model_cfg)
-    diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    # Dropout is how the model trains, not its shape: a run continues under the dropout asked now.
+    diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v and k != "dropout"}
     if diff:
         detail = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in diff.items())
         raise ResumeError(f"{path}: model shape differs ({detail}); start a fresh job to change it")
