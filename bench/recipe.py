@@ -7,9 +7,12 @@
    from the repository; its held-out split is the eval file), both recipes at the same batch,
    threads and data for ``--steps`` steps: held-out loss at 300 and at the end, the wall time the
    modern recipe needs to reach the classic recipe's final held-out loss (evaluations are not
-   counted), and the optimizer's share of a modern step.
+   counted), and the optimizer's share of a modern step. With ``--plain``, a third line: a plain
+   nanoGPT-style loop (its own random windows, AdamW with decay on the matrices, warm-up and cosine,
+   clip 1.0; no macgpt Trainer) on the same tokens, shape, steps, batch and learning rate as the
+   classic recipe, measured with the same held-out evaluation (issue 9's comparison).
 
-    python bench/recipe.py [--parts ns,tiny,corpus] [--presets tiny,small,original] [--steps 1000]
+    python bench/recipe.py [--parts ns,tiny,corpus] [--presets tiny,small,original] [--steps 1000] [--plain]
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from common import builtin_streams, median, say
 
 from macgpt.config.presets import get_preset
 from macgpt.data.texts import load_corpus
-from macgpt.worker.batches import token_stream
+from macgpt.model import GPT
+from macgpt.worker.batches import eval_batches, token_stream
 from macgpt.worker.muon import fast_dtype, newton_schulz
 from macgpt.worker.tokenizer import BPETokenizer
 from macgpt.worker.trainer import Trainer
@@ -130,7 +134,60 @@ def curve(t: Trainer, every: int) -> tuple[list[tuple[int, float, float]], float
     return points, opt_s[0] / train_s
 
 
-def corpus_part(presets: list[str], steps: int, every: int) -> None:
+def plain_curve(name: str, vocab: int, train: torch.Tensor, test: torch.Tensor, steps: int,
+                every: int) -> tuple[list[tuple[int, float, float]], float]:
+    """nanoGPT's loop, written out: the classic shape and training settings, nothing of macgpt's
+    training code but the model class (the classic recipe is nanoGPT's model)."""
+    p = get_preset(name)
+    mc = dataclasses.replace(p.model_for("classic"), vocab_size=vocab)
+    tc = p.train_for("classic")
+    torch.manual_seed(1337)
+    model = GPT(mc)
+    decay = [q for q in model.parameters() if q.dim() >= 2]
+    rest = [q for q in model.parameters() if q.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                            lr=tc.lr, betas=(tc.beta1, tc.beta2))
+    warmup, batch, block = min(tc.warmup_steps, steps // 10), get_preset(name).train.batch_size, mc.block_size
+    gen = torch.Generator().manual_seed(1337)
+
+    def lr_at(it: int) -> float:
+        if it < warmup:
+            return tc.lr * (it + 1) / (warmup + 1)
+        ratio = 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * (it - warmup) / max(1, steps - warmup)))).item()
+        return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * ratio)
+
+    def held_out() -> float:
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for x, y in eval_batches(test, block, 16, EVAL_TOKENS):
+                total += model(x, y)[1].item() * y.numel()
+                count += y.numel()
+        model.train()
+        return total / count
+
+    points, train_s, it = [], 0.0, 0
+    model.train()
+    while it < steps:
+        t0 = time.perf_counter()
+        for _ in range(min(every, steps - it)):
+            ix = torch.randint(len(train) - block - 1, (batch,), generator=gen)
+            x = torch.stack([train[i:i + block] for i in ix]).long()
+            y = torch.stack([train[i + 1:i + 1 + block] for i in ix]).long()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(it)
+            _, loss, _ = model(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            it += 1
+        train_s += time.perf_counter() - t0
+        points.append((it, train_s, held_out()))
+    return points, 0.0
+
+
+def corpus_part(presets: list[str], steps: int, every: int, plain: bool = False) -> None:
     root = shared_corpus()
     if root is None:
         say("== shared corpus: ABSENT (no shared/data/real_chat above the repository); corpus part skipped")
@@ -141,6 +198,8 @@ def corpus_part(presets: list[str], steps: int, every: int) -> None:
         tok = BPETokenizer.train(texts, get_preset(name).model.vocab_size)
         train, test = token_stream(tok, texts), token_stream(tok, held_out)[:EVAL_TOKENS]
         got = {r: curve(corpus_trainer(name, r, tok, train, test, steps), every) for r in ("classic", "modern")}
+        if plain:
+            got["plain"] = plain_curve(name, tok.vocab_size, train, test, steps, every)
         p = get_preset(name)
         say(f"== {name} shape ({p.model.n_layer}x{p.model.n_embd}, ctx {p.model.block_size}) on {root.name}, "
             f"batch {p.train.batch_size}, {THREADS} threads, {steps} steps, {test.numel()} held-out tokens")
@@ -149,7 +208,8 @@ def corpus_part(presets: list[str], steps: int, every: int) -> None:
             early = min(at, key=lambda s: abs(s - 300))
             best = min(points, key=lambda x: x[2])
             say(f"   {recipe:8s} held-out @{early} {at[early]:.3f}, @{steps} {points[-1][2]:.3f} (lowest {best[2]:.3f} "
-                f"@{best[0]}); training {points[-1][1]:.1f}s; optimizer {share * 100:.1f}% of the step time")
+                f"@{best[0]}); training {points[-1][1]:.1f}s"
+                + (f"; optimizer {share * 100:.1f}% of the step time" if recipe != "plain" else ""))
             say(f"            curve (step: held-out): {' '.join(f'{s}:{loss:.3f}' for s, _, loss in points)}")
         target = got["classic"][0][-1][2]
         reach = next(((s, sec) for s, sec, loss in got["modern"][0] if loss <= target), None)
@@ -167,6 +227,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--every", type=int, default=50, help="steps between held-out evaluations")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--plain", action="store_true", help="also a plain nanoGPT-style loop on the corpus")
     args = ap.parse_args()
     parts = args.parts.split(",")
     if "ns" in parts:
@@ -174,7 +235,7 @@ def main() -> None:
     if "tiny" in parts:
         tiny_part(args.rounds)
     if "corpus" in parts:
-        corpus_part(args.presets.split(","), args.steps, args.every)
+        corpus_part(args.presets.split(","), args.steps, args.every, args.plain)
 
 
 if __name__ == "__main__":
