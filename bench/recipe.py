@@ -72,7 +72,7 @@ def ns_part(rounds: int = 3) -> None:
         times["bf16 stacked"].append(stacked(torch.bfloat16))
     base = median(times["fp32 one by one"])
     say(f"== Newton-Schulz, 5 steps, the 12 hidden matrices of `original`, {THREADS} threads, median of {rounds}; "
-        f"Muon picks {fast_dtype(torch.device('cpu'))} here, one matrix at a time on a CPU")
+        f"Muon picks {fast_dtype(torch.device('cpu'))} here (stacked by shape, except fp32 on a CPU: one by one)")
     for k, v in times.items():
         say(f"   {k:16s} {median(v) * 1000:8.1f} ms  ({median(v) / base:.2f}x of one by one)")
 
