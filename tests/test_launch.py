@@ -68,6 +68,17 @@ def test_torchrun_lines() -> None:
     assert launch.expected_rss(spec, lambda m, b: type("E", (), {"training_bytes": b})(), 10) == 2 * (24 + 10) + 10
 
 
+
+def test_workers_under_a_cpu_limit_spin_less_unless_the_user_said_otherwise() -> None:
+    spread = build_spec("tiny", {"nproc": "2", "threads": "4"})
+    assert launch.worker_env(build_spec("tiny"), 70, {}) == {"GOMP_SPINCOUNT": launch.SPIN_UNDER_QUOTA}
+    assert launch.worker_env(build_spec("tiny"), 100, {}) == {}
+    assert launch.worker_env(spread, 30, {}) == {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": launch.SPIN_UNDER_QUOTA}
+    assert launch.worker_env(spread, 100, {}) == {"OMP_NUM_THREADS": "2"}
+    assert launch.worker_env(build_spec("tiny"), 70, {"GOMP_SPINCOUNT": "5"}) == {}  # theirs is inherited
+    assert launch.worker_env(build_spec("tiny"), 70, {"OMP_WAIT_POLICY": "active"}) == {}
+
+
 TREE = """
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.05)"], start_new_session=True)

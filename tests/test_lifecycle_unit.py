@@ -37,7 +37,7 @@ class FakeChannel:
 
 class FakeEnforcer:
     def __init__(self) -> None:
-        self.limits = Limits(max_crashes=3)
+        self.limits = self.base = Limits(max_crashes=3)
         self.failures: dict[int, str] = {}
         self.evicted: set[int] = set()
         self.forgotten: list[int] = []
@@ -72,6 +72,7 @@ class FakeEnforcer:
 class FakeWorker:
     def __init__(self) -> None:
         self.code: int | None = None
+        self.env: dict[str, str] = {}
 
     def poll(self) -> int | None:
         return self.code
@@ -85,6 +86,7 @@ class FakeRunner:
 
     def __init__(self, job: int, job_dir: Path) -> None:
         self.job_id, self.job_dir, self.spec = job, job_dir, None
+        self.own_limits: dict[str, Any] = {}
         self.worker = FakeWorker()
         self.live = Live()
         self.stop_reason: StopReason | None = None
@@ -95,6 +97,7 @@ class FakeRunner:
 
     def start(self) -> None:
         self.starts += 1
+        self.started_env = dict(self.worker.env)
         self.worker = FakeWorker()
         self.live, self.stop_reason, self._ended = Live(), None, None
 
@@ -294,3 +297,19 @@ def test_a_resumed_worker_is_running_only_once_it_trains(sv: JobSupervisor, tmp_
     r.live.phase = "training"
     assert sv.pause(1) and sv.resume(1) is JobState.RUNNING and not r.user_paused
     assert sv.resume(2) is None  # no worker: back to the queue
+
+
+def test_a_worker_spins_less_when_it_starts_under_a_cpu_limit(sv: JobSupervisor, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    other = running(sv, tmp_path, 1)
+    other.own_limits = {"max_cpu": 40}  # a running job's own limit holds for every worker started
+    runner = FakeRunner(2, tmp_path / "2")
+    sv.runners[2] = runner  # type: ignore[assignment]
+    sv._launch(runner)  # type: ignore[arg-type]
+    assert runner.started_env == {"GOMP_SPINCOUNT": "20000"}
+    other.end(Ended.STOPPED)
+    runner.own_limits = {"max_cpu": 100}  # alone, at its own --max-cpu 100: libgomp's default
+    sv._launch(runner)  # type: ignore[arg-type]
+    assert runner.started_env == {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from macgpt.config.schema import TrainConfig
@@ -58,6 +58,23 @@ def for_spec(spec: JobSpec | None) -> tuple[list[str] | None, dict[str, str] | N
         return None, None
     cores = spec.train.threads or os.cpu_count() or 1
     return torchrun_prefix(spec.train), {"OMP_NUM_THREADS": str(max(1, cores // spec.train.nproc))}
+
+
+SPIN_UNDER_QUOTA = "20000"  # libgomp's wait spins, against its default 300,000
+
+
+def worker_env(spec: JobSpec | None, max_cpu: float, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a worker starts with, over the daemon's own: each rank's threads (a spread
+    job), and, under a CPU limit below 100 %, shorter OpenMP spin-waits. PyTorch's OpenMP threads
+    (libgomp, Linux) spin after each parallel region; unthrottled that spinning is free, but a quota
+    or a duty cycle counts it, so it spends the budget on nothing. Measured side by side at
+    ``--max-cpu 70`` (bench/settle.py, 2 rounds): tiny, small, original gained 4-11 % tokens/s;
+    at ``--max-cpu 100`` they lost 2-8 %, hence only under a limit. The user's own
+    ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` wins. The policy is fixed when the worker starts."""
+    env = dict(for_spec(spec)[1] or {})
+    if max_cpu < 100 and "GOMP_SPINCOUNT" not in environ and "OMP_WAIT_POLICY" not in environ:
+        env["GOMP_SPINCOUNT"] = SPIN_UNDER_QUOTA
+    return env
 
 
 def expected_rss(spec: JobSpec | None, estimate: Callable[..., Any], runtime: int) -> int:

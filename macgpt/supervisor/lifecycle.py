@@ -12,6 +12,7 @@ stdout carries only events).
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from macgpt.ckptformat import checkpoint_files
-from macgpt.config.limits import Limits
+from macgpt.config.limits import Limits, in_force
 from macgpt.protocol import OUTCOME_STATES, Ended, JobState, Outcome, StopReason
+from macgpt.supervisor import launch
 from macgpt.supervisor.channel import WorkerChannel
 from macgpt.supervisor.enforcer import Enforcer
 from macgpt.supervisor.restarts import RestartPolicy, next_restart
@@ -134,6 +136,9 @@ class JobSupervisor:
         runner.job_dir.mkdir(parents=True, exist_ok=True)
         if runner.spec is not None:
             runner.spec.save(runner.job_dir / "job.json")
+        others = [r.own_limits for r in self.runners.values() if r is not runner and r.worker.alive()]
+        limits = in_force(self.enforcer.base, [*others, runner.own_limits])
+        runner.worker.env = launch.worker_env(runner.spec, limits.max_cpu, os.environ)
         runner.start()
 
     def pause(self, job: int) -> bool:

@@ -16,6 +16,7 @@ import zmq
 from macgpt import protocol
 from macgpt.client.connection import Client
 from macgpt.paths import layout
+from macgpt.supervisor import launch
 
 from ..conftest import MACGPT, MACGPTD
 from .live import job_status as job
@@ -239,8 +240,21 @@ def test_a_jobs_own_limits_are_in_force_while_it_runs_and_a_live_change_overrule
     wait_for(lambda: in_force()["max_cpu"] == 40)
     assert in_force()["on_battery"] == "run" and in_force()["max_memory"] == 60  # the rest stays the daemon's
     assert job(1)["limits"]["max_cpu"] == 40
+    # under a limit the worker starts with short OpenMP spin-waits (unless the user set them)
+    assert _spincount(1) == os.environ.get("GOMP_SPINCOUNT", launch.SPIN_UNDER_QUOTA)
     assert cli("limits", "--max-cpu", "55").returncode == 0  # live, for everything
     assert in_force()["max_cpu"] == 55 and in_force()["on_battery"] == "run"
     assert cli("cancel", "1").returncode == 0
     wait_for(lambda: job(1)["state"] == "cancelled")
     wait_for(lambda: in_force() == {**in_force(), "max_cpu": 55, "on_battery": "pause"})
+    assert cli("submit", "tiny", "--steps", "100000", *FAST_JOB, "--max-cpu", "100").returncode == 0
+    wait_for(lambda: job(2)["state"] == "running")
+    assert _spincount(2) == os.environ.get("GOMP_SPINCOUNT")  # unthrottled: libgomp's default
+    assert cli("cancel", "2").returncode == 0
+    wait_for(lambda: job(2)["state"] == "cancelled")
+
+
+def _spincount(jid: int) -> str | None:
+    import psutil
+
+    return psutil.Process(wait_for(lambda: job(jid)["pid"])).environ().get("GOMP_SPINCOUNT")
