@@ -96,11 +96,11 @@ def _machine_busy() -> float:
     return sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
 
-def _tree_cpu() -> float:
-    """CPU seconds of this process and every descendant, living or reaped."""
+def tree_cpu(root: Any = None) -> float:
+    """CPU seconds of a process (default: this one) and every descendant, living or reaped."""
     import psutil
 
-    me = psutil.Process()
+    me = root or psutil.Process()
     total = 0.0
     for p in [me, *me.children(recursive=True)]:
         try:
@@ -119,10 +119,10 @@ class Foreign:
         self.start()
 
     def start(self) -> None:
-        self.busy, self.tree, self.t = _machine_busy(), _tree_cpu(), time.monotonic()
+        self.busy, self.tree, self.t = _machine_busy(), tree_cpu(), time.monotonic()
 
     def percent(self) -> float:
         import os
 
-        busy, tree, t = _machine_busy(), _tree_cpu(), time.monotonic()
+        busy, tree, t = _machine_busy(), tree_cpu(), time.monotonic()
         return max(0.0, 100 * ((busy - self.busy) - (tree - self.tree)) / max(1e-3, t - self.t) / (os.cpu_count() or 1))

@@ -23,26 +23,9 @@ import time
 from pathlib import Path
 
 import psutil
+from common import tree_cpu, wait_quiet
 
 MACGPT = str(Path(sys.executable).with_name("macgpt"))
-
-
-def wait_quiet(below: float = 5.0, seconds: float = 3.0, timeout: float = 600.0) -> None:
-    end, quiet = time.monotonic() + timeout, 0.0
-    psutil.cpu_percent()
-    while quiet < seconds and time.monotonic() < end:
-        quiet = quiet + 0.5 if psutil.cpu_percent(interval=0.5) < below else 0.0
-
-
-def tree_cpu(p: psutil.Process) -> float:
-    total = 0.0
-    for q in [p, *p.children(recursive=True)]:
-        try:
-            t = q.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            pass
-    return total
 
 
 def one(preset: str, extra: list[str], home: str, out: Path) -> tuple[float, float, float]:

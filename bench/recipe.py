@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def plain_curve(name: str, vocab: int, train: torch.Tensor, test: torch.Tensor, 
     def lr_at(it: int) -> float:
         if it < warmup:
             return tc.lr * (it + 1) / (warmup + 1)
-        ratio = 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * (it - warmup) / max(1, steps - warmup)))).item()
+        ratio = 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / max(1, steps - warmup)))
         return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * ratio)
 
     def held_out() -> float:

@@ -18,13 +18,14 @@ from macgpt.supervisor.workers import FrozenRegistry, WorkerProcess
 MOUNTS_V1 = """cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
 cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,cpu,cpuacct 0 0
 cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0"""
-CGROUP_V1 = "4:memory:/a\n3:cpu,cpuacct:/user.slice\n0::/user.slice/session-1.scope"
+GROUP = "mg-test.slice"  # a made-up group: the hierarchy's names, not a path of any machine
+CGROUP_V1 = f"4:memory:/a\n3:cpu,cpuacct:/{GROUP}\n0::/{GROUP}/mg-job.scope"
 
 
 def test_the_cpu_controller_and_our_own_group_are_read_from_proc() -> None:
     v1, v2 = _mounts(MOUNTS_V1)
     assert v1 == Path("/sys/fs/cgroup/cpu,cpuacct") and v2 == Path("/sys/fs/cgroup/unified")
-    assert _own_path(CGROUP_V1, 1) == "/user.slice" and _own_path(CGROUP_V1, 2) == "/user.slice/session-1.scope"
+    assert _own_path(CGROUP_V1, 1) == f"/{GROUP}" and _own_path(CGROUP_V1, 2) == f"/{GROUP}/mg-job.scope"
     assert _mounts("proc /proc proc rw 0 0") == (None, None)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from macgpt.config.limits import Limits
+from macgpt.config.limits import Limits, in_force
 from macgpt.protocol import OUTCOME_STATES, Ended, JobState, Outcome, StopReason
 from macgpt.supervisor.lifecycle import JobSupervisor, Verdict
 from macgpt.supervisor.restarts import RestartPolicy
@@ -45,6 +45,9 @@ class FakeEnforcer:
 
     def released(self, runner: Any) -> None:
         pass
+
+    def limits_for(self, runners: Any) -> Limits:
+        return in_force(self.base, [r.own_limits for r in runners])
 
     def failure(self, job: int) -> str | None:
         return self.failures.get(job)
@@ -309,7 +312,7 @@ def test_a_worker_spins_less_when_it_starts_under_a_cpu_limit(sv: JobSupervisor,
     sv.runners[2] = runner  # type: ignore[assignment]
     sv._launch(runner)  # type: ignore[arg-type]
     assert runner.started_env == {"GOMP_SPINCOUNT": "20000"}
-    other.end(Ended.STOPPED)
+    del sv.runners[1]  # that job is over
     runner.own_limits = {"max_cpu": 100}  # alone, at its own --max-cpu 100: libgomp's default
     sv._launch(runner)  # type: ignore[arg-type]
     assert runner.started_env == {}

@@ -186,9 +186,14 @@ class Enforcer:
         if not self._enforce(runners):
             self.emit("limits", {"limits": self.limits.to_dict()})
 
+    def limits_for(self, runners: Iterable[JobRunner]) -> Limits:
+        """The limits ``runners`` put in force: the base, with each field a job set for itself at
+        its strictest."""
+        return in_force(self.base, [r.own_limits for r in runners])
+
     def _enforce(self, runners: Iterable[JobRunner]) -> bool:
         """Recompute the limits in force; True (and an event) when they changed."""
-        limits = in_force(self.base, [r.own_limits for r in runners])
+        limits = self.limits_for(runners)
         if limits == self.limits:
             return False
         self.limits = limits

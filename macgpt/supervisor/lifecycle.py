@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from macgpt.ckptformat import checkpoint_files
-from macgpt.config.limits import Limits, in_force
+from macgpt.config.limits import Limits
 from macgpt.protocol import OUTCOME_STATES, Ended, JobState, Outcome, StopReason
 from macgpt.supervisor import launch
 from macgpt.supervisor.channel import WorkerChannel
@@ -136,8 +136,7 @@ class JobSupervisor:
         runner.job_dir.mkdir(parents=True, exist_ok=True)
         if runner.spec is not None:
             runner.spec.save(runner.job_dir / "job.json")
-        others = [r.own_limits for r in self.runners.values() if r is not runner and r.worker.alive()]
-        limits = in_force(self.enforcer.base, [*others, runner.own_limits])
+        limits = self.enforcer.limits_for(self._governed())  # those the next reading puts in force
         runner.worker.env = launch.worker_env(runner.spec, limits.max_cpu, os.environ)
         runner.start()
 
@@ -251,8 +250,12 @@ class JobSupervisor:
             if ended is not None:
                 verdicts.append(self._ended(runner, ended))
         if self.stopping is None:
-            self.enforcer.tick([r for j, r in self.runners.items() if j not in self._restart_at])
+            self.enforcer.tick(self._governed())
         return verdicts
+
+    def _governed(self) -> list[JobRunner]:
+        """The runners the enforcer governs: all but those waiting out a back-off."""
+        return [r for j, r in self.runners.items() if j not in self._restart_at]
 
     def _restart_due(self) -> list[Verdict]:
         now, verdicts = self.clock(), []
